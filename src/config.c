@@ -1,0 +1,324 @@
+/* config.c - INI file -> struct config, with defaults, validation and
+ * "FILE:LINE: message" errors.
+ *
+ * inih does the INI syntax. We read the lines for it (ini_parse_stream with
+ * our own reader) so that we always know the current line number: that is
+ * how the key handler can name the line of a semantic error, how overlong
+ * lines are reported instead of being split silently, and how an unknown
+ * section is caught even when it has no keys. Only the first error is kept,
+ * because later ones are often consequences of it.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include <ini.h>
+
+#include "log.h"
+
+enum key {
+        KEY_LISTEN,
+        KEY_MAX_EVENTS,
+        KEY_BACKLOG,
+        KEY_MAX_CONNECTIONS,
+        KEY_IDLE_TIMEOUT,
+        KEY_LEVEL,
+        KEY_COUNT,
+};
+
+struct key_spec {
+        const char *section;
+        const char *name;
+        uint32_t min, max; /* for numeric keys; max == 0: not numeric */
+};
+
+static const struct key_spec keys[KEY_COUNT] = {
+        [KEY_LISTEN] = { "server", "listen", 0, 0 },
+        [KEY_MAX_EVENTS] = { "server", "max_events", 1, 65536 },
+        [KEY_BACKLOG] = { "server", "backlog", 1, 65535 },
+        [KEY_MAX_CONNECTIONS] = { "server", "max_connections", 1, 1048576 },
+        [KEY_IDLE_TIMEOUT] = { "server", "idle_timeout", 0, 604800 },
+        [KEY_LEVEL] = { "log", "level", 0, 0 },
+};
+
+static const char *const sections[] = { "server", "log" };
+
+struct parser {
+        FILE *f;
+        const char *name;
+        struct config *c;
+        unsigned line;           /* line the reader handed to inih last */
+        unsigned seen[KEY_COUNT]; /* line a key was first set on, or 0 */
+        unsigned err_line;        /* first error, 0 = none */
+        bool indented;            /* current line starts with white space */
+        char *err;
+};
+
+static void error_at(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void error_at(struct parser *p, const char *fmt, ...)
+{
+        char msg[CONFIG_ERROR_MAX];
+        va_list ap;
+
+        if (p->err_line)
+                return;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        p->err_line = p->line;
+        snprintf(p->err, CONFIG_ERROR_MAX, "%.200s:%u: %.280s", p->name, p->line, msg);
+}
+
+void config_defaults(struct config *c)
+{
+        char err[64];
+
+        memset(c, 0, sizeof(*c));
+        c->n_listen = (unsigned)addr_parse("127.0.0.1:8001", c->listen, err, sizeof(err));
+        c->max_events = 1024;
+        c->backlog = 4096;
+        c->max_connections = 65536;
+        c->idle_timeout = 0;
+        c->log_level = LOG_INFO;
+}
+
+static bool known_section(const char *name, size_t len)
+{
+        for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+                if (strlen(sections[i]) == len && strncmp(sections[i], name, len) == 0)
+                        return true;
+        return false;
+}
+
+/* A section header line with a name we do not know: reported here because
+ * inih only tells the handler about sections that contain keys. */
+static void check_section_line(struct parser *p, const char *s)
+{
+        const char *end;
+
+        s += strspn(s, " \t");
+        if (*s != '[')
+                return;
+        end = strchr(s, ']');
+        if (end && !known_section(s + 1, (size_t)(end - s - 1)))
+                error_at(p, "unknown section [%.*s]", (int)(end - s - 1), s + 1);
+}
+
+static void skip_rest_of_line(FILE *f)
+{
+        int ch;
+
+        do
+                ch = fgetc(f);
+        while (ch != EOF && ch != '\n');
+}
+
+/* After a full buffer: true if the line ends right there (consumes the
+ * newline), false with the stream untouched otherwise. */
+static bool line_ends_here(FILE *f)
+{
+        int ch = fgetc(f);
+
+        if (ch == EOF || ch == '\n')
+                return true;
+        return ungetc(ch, f) == EOF; /* cannot push back: treat as ended */
+}
+
+static char *read_line(char *str, int num, void *stream)
+{
+        struct parser *p = stream;
+        size_t len;
+
+        if (!fgets(str, num, p->f))
+                return NULL;
+        p->line++;
+        p->indented = str[0] == ' ' || str[0] == '\t';
+        len = strlen(str);
+        if (len > 0 && str[len - 1] == '\n')
+                return check_section_line(p, str), str;
+        if (feof(p->f) && len + 1 < (size_t)num && !memchr(str, '\0', len))
+                return check_section_line(p, str), str; /* last line, no newline */
+        if (len + 1 == (size_t)num && line_ends_here(p->f))
+                return check_section_line(p, str), str; /* exactly at the limit */
+        if (len + 1 == (size_t)num)
+                error_at(p, "line too long (at most %d characters)", num - 2);
+        else
+                error_at(p, "NUL byte in line");
+        skip_rest_of_line(p->f);
+        str[0] = '\0';
+        return str;
+}
+
+static int find_key(const char *section, const char *name)
+{
+        for (int k = 0; k < KEY_COUNT; k++)
+                if (strcmp(keys[k].section, section) == 0 && strcmp(keys[k].name, name) == 0)
+                        return k;
+        return -1;
+}
+
+/* Decimal digits only: no sign, no spaces, no hex, no trailing junk. */
+static int parse_number(struct parser *p, const struct key_spec *k, const char *v, uint32_t *out)
+{
+        uint64_t n = 0;
+        bool overflow = false;
+
+        for (const char *s = v; *s; s++) {
+                if (*s < '0' || *s > '9') {
+                        error_at(p, "%s: '%s' is not a number", k->name, v);
+                        return -1;
+                }
+                n = n * 10 + (uint64_t)(*s - '0');
+                if (n > k->max)
+                        overflow = true, n = (uint64_t)k->max + 1;
+        }
+        if (overflow || n < k->min || n > k->max) {
+                error_at(p, "%s: %s is out of range (%u..%u)", k->name, v, k->min, k->max);
+                return -1;
+        }
+        *out = (uint32_t)n;
+        return 0;
+}
+
+static void set_listen(struct parser *p, const char *v)
+{
+        struct config *c = p->c;
+        struct addr a[2];
+        char why[256];
+        int n = addr_parse(v, a, why, sizeof(why));
+
+        if (n < 0) {
+                error_at(p, "listen: invalid address '%s': %s", v, why);
+                return;
+        }
+        if (!p->seen[KEY_LISTEN])
+                c->n_listen = 0; /* the first listen line replaces the default */
+        for (int i = 0; i < n; i++) {
+                for (unsigned j = 0; j < c->n_listen; j++) {
+                        if (addr_equal(&c->listen[j], &a[i])) {
+                                error_at(p, "listen: duplicate address '%s' (also on line %u)", v,
+                                         c->listen_line[j]);
+                                return;
+                        }
+                }
+                if (c->n_listen == CONFIG_MAX_LISTEN) {
+                        error_at(p, "listen: too many addresses (at most %d)", CONFIG_MAX_LISTEN);
+                        return;
+                }
+                c->listen_line[c->n_listen] = p->line;
+                c->listen[c->n_listen++] = a[i];
+        }
+}
+
+static void set_level(struct parser *p, const char *v)
+{
+        int level = log_level_from_name(v);
+
+        if (level < 0) {
+                error_at(p, "level: unknown level '%s' (expected emerg, alert, crit, err, "
+                            "warning, notice, info or debug)", v);
+                return;
+        }
+        p->c->log_level = level;
+}
+
+static uint32_t *number_field(struct config *c, int key)
+{
+        switch (key) {
+        case KEY_MAX_EVENTS: return &c->max_events;
+        case KEY_BACKLOG: return &c->backlog;
+        case KEY_MAX_CONNECTIONS: return &c->max_connections;
+        case KEY_IDLE_TIMEOUT: return &c->idle_timeout;
+        default: return NULL;
+        }
+}
+
+static void set_key(struct parser *p, int key, const char *value)
+{
+        uint32_t *field = number_field(p->c, key);
+
+        if (key == KEY_LISTEN)
+                set_listen(p, value);
+        else if (key == KEY_LEVEL)
+                set_level(p, value);
+        else if (field)
+                parse_number(p, &keys[key], value, field);
+}
+
+/* inih's callback: one key = value. Always returns 1 because we keep our
+ * own (better worded) first error; inih then reports only syntax errors. */
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+        struct parser *p = user;
+        int key;
+
+        if (section[0] == '\0') {
+                error_at(p, "key '%s' outside of any section", name);
+                return 1;
+        }
+        if (!known_section(section, strlen(section)))
+                return 1; /* already reported at the section's line */
+        key = find_key(section, name);
+        if (key < 0) {
+                error_at(p, "unknown key '%s' in section [%s]", name, section);
+                return 1;
+        }
+        if (p->seen[key] && key != KEY_LISTEN && p->indented) {
+                error_at(p, "indented line continues '%s' from line %u (keys must not be indented)",
+                         name, p->seen[key]);
+                return 1;
+        }
+        if (p->seen[key] && key != KEY_LISTEN) {
+                error_at(p, "duplicate key '%s' (first set on line %u)", name, p->seen[key]);
+                return 1;
+        }
+        if (value[0] == '\0') {
+                error_at(p, "%s: empty value", name);
+                return 1;
+        }
+        set_key(p, key, value);
+        if (!p->seen[key])
+                p->seen[key] = p->line;
+        return 1;
+}
+
+int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CONFIG_ERROR_MAX])
+{
+        struct parser p = { .f = f, .name = name, .c = c, .err = err };
+        int r;
+
+        config_defaults(c);
+        err[0] = '\0';
+        r = ini_parse_stream(read_line, &p, on_key, &p);
+        if (r > 0 && (!p.err_line || (unsigned)r < p.err_line)) {
+                snprintf(err, CONFIG_ERROR_MAX,
+                         "%s:%d: syntax error (expected [section], key = value or a comment)",
+                         name, r);
+                return -1;
+        }
+        if (r < 0) {
+                snprintf(err, CONFIG_ERROR_MAX, "%s: out of memory while parsing", name);
+                return -1;
+        }
+        if (ferror(f)) {
+                snprintf(err, CONFIG_ERROR_MAX, "%s: read error: %s", name, strerror(errno));
+                return -1;
+        }
+        return p.err_line ? -1 : 0;
+}
+
+int config_load(struct config *c, const char *path, char err[CONFIG_ERROR_MAX])
+{
+        FILE *f = fopen(path, "re");
+        int r;
+
+        if (!f) {
+                snprintf(err, CONFIG_ERROR_MAX, "%s: cannot open: %s", path, strerror(errno));
+                return -1;
+        }
+        r = config_parse_stream(c, f, path, err);
+        fclose(f);
+        return r;
+}

@@ -1,0 +1,36 @@
+/* config.h - the parsed configuration: one plain struct, complete and
+ * validated before anything is bound, so a reload can parse into a fresh
+ * struct and swap it in only when it is whole. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "addr.h"
+
+#define CONFIG_MAX_LISTEN 64
+#define CONFIG_ERROR_MAX 512
+
+struct config {
+        struct addr listen[CONFIG_MAX_LISTEN];
+        unsigned listen_line[CONFIG_MAX_LISTEN]; /* 0 for the built-in default */
+        unsigned n_listen;
+        uint32_t max_events;
+        uint32_t backlog;
+        uint32_t max_connections;
+        uint32_t idle_timeout; /* seconds, 0 = never */
+        int log_level;         /* syslog priority */
+};
+
+/* The documented defaults: listen 127.0.0.1:8001, max_events 1024, ... */
+void config_defaults(struct config *c);
+
+/* Parses the INI text from F (named NAME in messages) into C. On error
+ * returns -1 and writes "NAME:LINE: message" (or "NAME: message") to ERR;
+ * C is then unspecified, so callers parse into a scratch struct. */
+int config_parse_stream(struct config *c, FILE *f, const char *name,
+                        char err[CONFIG_ERROR_MAX]);
+
+/* Opens PATH and parses it as above. */
+int config_load(struct config *c, const char *path, char err[CONFIG_ERROR_MAX]);

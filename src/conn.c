@@ -1,0 +1,296 @@
+/* conn.c - the connection table, accept, read -> "Hi!", backpressure, close.
+ *
+ * The table is indexed by fd and reserved with mmap for every descriptor the
+ * process may have; pages are only touched as connections use them, so a
+ * large max_connections costs nothing up front.
+ *
+ * The hot path is conn_on_event(): one read into a shared scratch buffer,
+ * one write of the pending replies, and no epoll_ctl unless the interest
+ * really changes (it only does under backpressure). Replies are a constant,
+ * so what is pending is a byte count: the next byte to write follows from
+ * it, and "Hi!Hi!..." is sent straight from a static buffer.
+ *
+ * Stale events: when a connection closes, its slot's generation is bumped.
+ * An event still queued in the same epoll_wait batch carries the old
+ * generation and is dropped, even if accept4 reused the fd meanwhile.
+ */
+#include "conn.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "idle.h"
+#include "listener.h"
+#include "log.h"
+#include "loop.h"
+#include "server.h"
+
+#define REPLY "Hi!"
+#define REPLY_LEN 3u
+/* Past this many unwritten replies we stop reading the connection: a
+ * client that never reads cannot make us hold more than this. */
+#define PENDING_REPLIES_MAX 64u
+#define PENDING_MAX (PENDING_REPLIES_MAX * REPLY_LEN)
+
+static char scratch[64 * 1024];
+static char replies[PENDING_MAX];
+
+int conn_table_init(struct server *s, uint32_t size)
+{
+        size_t bytes = (size_t)size * sizeof(struct conn);
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+        if (p == MAP_FAILED)
+                return -errno;
+        for (uint32_t i = 0; i < PENDING_REPLIES_MAX; i++)
+                memcpy(replies + i * REPLY_LEN, REPLY, REPLY_LEN);
+        s->conns = p;
+        s->table_size = size;
+        s->max_fd = -1;
+        return 0;
+}
+
+void conn_table_deinit(struct server *s)
+{
+        if (s->conns && munmap(s->conns, (size_t)s->table_size * sizeof(struct conn)) < 0)
+                log_warning("munmap of the connection table failed: %s", strerror(errno));
+        s->conns = NULL;
+}
+
+static void log_accept(const struct conn *c, int fd, const struct sockaddr *peer)
+{
+        char host[ADDR_TEXT_MAX];
+        struct log_fields f = { .event = "accept", .remote_addr = host, .conn_id = c->id };
+
+        addr_host(peer, host, &f.remote_port);
+        log_write(LOG_INFO, &f, peer->sa_family == AF_INET6
+                                    ? "accepted connection #%llu from [%s]:%u (fd %d)"
+                                    : "accepted connection #%llu from %s:%u (fd %d)",
+                  (unsigned long long)c->id, host, f.remote_port, fd);
+}
+
+static void conn_open(struct server *s, int fd, const struct sockaddr *peer)
+{
+        struct conn *c = &s->conns[fd];
+        uint32_t gen = c->gen;
+        int r = loop_add(s, fd, EPOLLIN, tag_make(TAG_CONN, gen, (uint32_t)fd));
+
+        if (r < 0) {
+                log_err("epoll_ctl(ADD) of accepted fd %d failed: %s", fd, strerror(-r));
+                if (close(fd) < 0)
+                        log_err("close of fd %d failed: %s", fd, strerror(errno));
+                return;
+        }
+        *c = (struct conn){ .id = ++s->stats.accepted, .gen = gen, .events = EPOLLIN,
+                            .flags = CONN_OPEN, .idle_prev = -1, .idle_next = -1 };
+        s->n_conns++;
+        if (fd > s->max_fd)
+                s->max_fd = fd;
+        idle_add(s, fd);
+        if (log_enabled(LOG_INFO))
+                log_accept(c, fd, peer);
+}
+
+/* Returns false when accepting must stop for now. */
+static bool accept_one(struct server *s, const struct listener *l)
+{
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd >= 0) {
+                if (s->accept_failures)
+                        listeners_nofile_over(s);
+                if ((uint32_t)fd >= s->table_size) { /* cannot happen: table covers RLIMIT */
+                        log_err("accepted fd %d beyond the connection table; closing it", fd);
+                        close(fd);
+                        return true;
+                }
+                conn_open(s, fd, (struct sockaddr *)&peer);
+                return true;
+        }
+        switch (errno) {
+        case EAGAIN:
+                return false;
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+        case EPERM: /* a firewall refused it; the next one may be fine */
+                return true;
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM:
+                listeners_nofile(s, l, errno);
+                return false;
+        default:
+                log_err("accept4 on %s (fd %d) failed: %s", listener_name(l), l->fd, strerror(errno));
+                return false;
+        }
+}
+
+void conn_accept(struct server *s, uint32_t idx)
+{
+        const struct listener *l = &s->listeners[idx];
+
+        if (idx >= s->n_listeners)
+                return; /* a reload earlier in this batch removed it */
+        for (;;) {
+                if (s->n_conns >= s->max_connections) {
+                        listeners_pause(s, PAUSE_FULL);
+                        return;
+                }
+                if (!accept_one(s, l))
+                        return;
+        }
+}
+
+static void log_close(const struct conn *c, int fd, const char *why)
+{
+        struct log_fields f = { .event = "close", .conn_id = c->id,
+                                .replies = c->replies, .has_replies = true };
+
+        log_write(LOG_INFO, &f, "closed connection #%llu (%s) after %llu replies (fd %d)",
+                  (unsigned long long)c->id, why, (unsigned long long)c->replies, fd);
+}
+
+void conn_close(struct server *s, int fd, const char *why)
+{
+        struct conn *c = &s->conns[fd];
+
+        if (log_enabled(LOG_INFO))
+                log_close(c, fd, why);
+        idle_remove(s, fd);
+        /* close() also drops the fd from the epoll set: it is never dup'ed. */
+        if (close(fd) < 0)
+                log_warning("close of connection #%llu (fd %d) failed: %s",
+                            (unsigned long long)c->id, fd, strerror(errno));
+        c->flags = 0;
+        c->gen = (c->gen + 1) & TAG_GEN_MASK;
+        s->n_conns--;
+        if (s->paused & PAUSE_FULL && s->n_conns < s->max_connections)
+                listeners_resume(s, PAUSE_FULL);
+}
+
+void conn_close_all(struct server *s)
+{
+        unsigned n = 0;
+
+        /* Shutdown: one summary line instead of one line per connection. */
+        for (int fd = 0; fd <= s->max_fd; fd++) {
+                struct conn *c = &s->conns[fd];
+
+                if (!(c->flags & CONN_OPEN))
+                        continue;
+                if (close(fd) < 0)
+                        log_warning("close of connection #%llu (fd %d) failed: %s",
+                                    (unsigned long long)c->id, fd, strerror(errno));
+                c->flags = 0;
+                n++;
+        }
+        s->n_conns = 0;
+        s->idle_head = s->idle_tail = -1;
+        if (n)
+                log_info("closed %u connection(s) at shutdown", n);
+}
+
+/* Writes what is pending, once: a short write means the socket buffer is
+ * full, and a second write would only return EAGAIN. Returns -1 if the
+ * connection had to be closed. */
+static int flush(struct server *s, int fd, struct conn *c)
+{
+        uint32_t off = (REPLY_LEN - c->pending % REPLY_LEN) % REPLY_LEN;
+        ssize_t n = write(fd, replies + off, c->pending);
+
+        if (n >= 0) {
+                c->pending -= (uint32_t)n;
+                return 0;
+        }
+        if (errno == EAGAIN || errno == EINTR)
+                return 0;
+        log_full(LOG_INFO, NULL, "write to connection #%llu (fd %d) failed: %s",
+                 (unsigned long long)c->id, fd, strerror(errno));
+        conn_close(s, fd, errno == EPIPE || errno == ECONNRESET ? "reset by peer" : "write error");
+        return -1;
+}
+
+/* Returns -1 if the connection was closed. */
+static int read_once(struct server *s, int fd, struct conn *c)
+{
+        ssize_t n = read(fd, scratch, sizeof(scratch));
+
+        if (n > 0) {
+                c->pending += REPLY_LEN;
+                c->replies++;
+                s->stats.replies++;
+                log_full(LOG_DEBUG, NULL, "connection #%llu: read %zd bytes",
+                         (unsigned long long)c->id, n);
+                return 0;
+        }
+        if (n == 0) {
+                c->flags |= CONN_EOF;
+                return 0;
+        }
+        if (errno == EAGAIN || errno == EINTR)
+                return 0;
+        if (errno == ECONNRESET) {
+                conn_close(s, fd, "reset by peer");
+                return -1;
+        }
+        log_full(LOG_INFO, NULL, "read from connection #%llu (fd %d) failed: %s",
+                 (unsigned long long)c->id, fd, strerror(errno));
+        conn_close(s, fd, "read error");
+        return -1;
+}
+
+/* Reading stops at the backpressure limit and after EOF; writing is
+ * watched only while something is pending. */
+static void update_interest(struct server *s, int fd, struct conn *c)
+{
+        uint32_t want = 0;
+        int r;
+
+        if (c->pending + REPLY_LEN <= PENDING_MAX && !(c->flags & CONN_EOF))
+                want |= EPOLLIN;
+        if (c->pending)
+                want |= EPOLLOUT;
+        if (want == c->events)
+                return;
+        r = loop_mod(s, fd, want, tag_make(TAG_CONN, c->gen, (uint32_t)fd));
+        if (r < 0) {
+                log_err("epoll_ctl(MOD) of connection #%llu (fd %d) failed: %s",
+                        (unsigned long long)c->id, fd, strerror(-r));
+                conn_close(s, fd, "epoll error");
+                return;
+        }
+        c->events = (uint16_t)want;
+}
+
+void conn_on_event(struct server *s, uint64_t tag, uint32_t events)
+{
+        int fd = (int)tag_id(tag);
+        struct conn *c = &s->conns[fd];
+
+        if (!(c->flags & CONN_OPEN) || c->gen != tag_gen(tag))
+                return; /* closed earlier in this batch */
+        if (c->events & EPOLLIN && events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+                if (read_once(s, fd, c) < 0)
+                        return;
+                idle_touch(s, fd);
+        }
+        if (c->pending && flush(s, fd, c) < 0)
+                return;
+        if (c->flags & CONN_EOF && !c->pending) {
+                conn_close(s, fd, "closed by peer");
+                return;
+        }
+        if (!c->pending && events & (EPOLLERR | EPOLLHUP) && !(c->events & EPOLLIN)) {
+                conn_close(s, fd, "reset by peer");
+                return;
+        }
+        update_interest(s, fd, c);
+}

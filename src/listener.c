@@ -1,0 +1,332 @@
+/* listener.c - listening sockets and when they take part in the loop.
+ *
+ * Accepting pauses for two independent reasons, kept as bits: the
+ * connection limit (resumed when a connection closes) and a shortage of
+ * descriptors (resumed from a timer, as nginx does, because no event tells
+ * us when descriptors free up). While paused, the listeners are out of the
+ * epoll set and new clients wait in the kernel's backlog; the loop never
+ * spins on a listener it cannot serve.
+ */
+#include "listener.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "log.h"
+#include "loop.h"
+
+#define NOFILE_RETRY_MS 100
+
+const char *listener_name(const struct listener *l)
+{
+        return l->name;
+}
+
+static int open_socket(const struct addr *a, int backlog)
+{
+        int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int one = 1, err;
+
+        if (fd < 0)
+                return -errno;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+                goto fail;
+        /* "*:PORT" binds both families on one port; that needs v6-only. */
+        if (a->u.sa.sa_family == AF_INET6 &&
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+                goto fail;
+        if (bind(fd, &a->u.sa, a->len) < 0 || listen(fd, backlog) < 0)
+                goto fail;
+        return fd;
+fail:
+        err = -errno;
+        close(fd);
+        return err;
+}
+
+static int add_to_loop(struct server *s, unsigned i)
+{
+        return loop_add(s, s->listeners[i].fd, EPOLLIN, tag_make(TAG_LISTENER, 0, i));
+}
+
+static int bind_one(struct listener *l, const struct addr *a, uint32_t backlog)
+{
+        int fd;
+
+        l->addr = *a;
+        l->activated = false;
+        addr_format(&l->addr.u.sa, l->name);
+        fd = open_socket(&l->addr, (int)backlog);
+        if (fd < 0) {
+                log_err("cannot listen on %s: %s", l->name, strerror(-fd));
+                return fd;
+        }
+        l->fd = fd;
+        return 0;
+}
+
+static int bind_all(struct server *s)
+{
+        for (unsigned i = 0; i < s->cfg.n_listen; i++) {
+                int r = bind_one(&s->listeners[i], &s->cfg.listen[i], s->cfg.backlog);
+
+                if (r < 0)
+                        return r;
+                s->n_listeners++;
+                log_info("listening on %s", s->listeners[i].name);
+        }
+        return 0;
+}
+
+/* A socket from systemd is checked, never trusted: it must be a listening
+ * TCP socket, and it is made non-blocking here because a .socket unit
+ * without NonBlocking=yes passes blocking ones. */
+static int adopt_one(struct listener *l, int fd)
+{
+        int flags, r = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0);
+
+        if (r <= 0) {
+                log_err("socket activation: fd %d is not a listening TCP socket%s%s", fd,
+                        r < 0 ? ": " : "", r < 0 ? strerror(-r) : "");
+                return r < 0 ? r : -ENOTSOCK;
+        }
+        l->fd = fd;
+        l->activated = true;
+        l->addr.len = sizeof(l->addr.u);
+        if (getsockname(fd, &l->addr.u.sa, &l->addr.len) < 0 ||
+            (flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+            fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+                r = -errno;
+                log_err("socket activation: cannot set up fd %d: %s", fd, strerror(-r));
+                return r;
+        }
+        addr_format(&l->addr.u.sa, l->name);
+        return 0;
+}
+
+static int adopt_all(struct server *s, int n)
+{
+        if (n > CONFIG_MAX_LISTEN) {
+                log_err("socket activation: %d sockets passed, at most %d are supported", n,
+                        CONFIG_MAX_LISTEN);
+                return -E2BIG;
+        }
+        log_info("socket activation: %d socket(s) passed; ignoring the listen setting", n);
+        for (int i = 0; i < n; i++) {
+                /* Counted first, so that listeners_close() closes it even
+                 * if it is refused. */
+                s->listeners[s->n_listeners++].fd = SD_LISTEN_FDS_START + i;
+                int r = adopt_one(&s->listeners[i], SD_LISTEN_FDS_START + i);
+
+                if (r < 0)
+                        return r;
+                log_info("using socket-activated listener %s (fd %d)", s->listeners[i].name,
+                         s->listeners[i].fd);
+        }
+        return 0;
+}
+
+static int open_timer(struct server *s)
+{
+        int r;
+
+        s->accept_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (s->accept_timer_fd < 0) {
+                r = -errno;
+                log_err("timerfd_create for accept retries failed: %s", strerror(-r));
+                return r;
+        }
+        r = loop_add(s, s->accept_timer_fd, EPOLLIN, tag_make(TAG_TIMER_ACCEPT, 0, 0));
+        if (r < 0)
+                log_err("epoll_ctl(ADD) of the accept timer failed: %s", strerror(-r));
+        return r;
+}
+
+static int add_all_to_loop(struct server *s)
+{
+        for (unsigned i = 0; i < s->n_listeners; i++) {
+                int r = add_to_loop(s, i);
+
+                if (r < 0) {
+                        log_err("epoll_ctl(ADD) of listener %s failed: %s", s->listeners[i].name,
+                                strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
+int listeners_open(struct server *s)
+{
+        int n, r = open_timer(s);
+
+        if (r < 0)
+                return r;
+        n = sd_listen_fds(1);
+        if (n < 0) {
+                log_err("socket activation: sd_listen_fds failed: %s", strerror(-n));
+                return n;
+        }
+        r = n > 0 ? adopt_all(s, n) : bind_all(s);
+        return r < 0 ? r : add_all_to_loop(s);
+}
+
+void listeners_close(struct server *s)
+{
+        for (unsigned i = 0; i < s->n_listeners; i++)
+                if (close(s->listeners[i].fd) < 0)
+                        log_warning("close of listener %s failed: %s", s->listeners[i].name,
+                                    strerror(errno));
+        s->n_listeners = 0;
+        if (s->accept_timer_fd >= 0 && close(s->accept_timer_fd) < 0)
+                log_warning("close of the accept timer failed: %s", strerror(errno));
+        s->accept_timer_fd = -1;
+}
+
+void listeners_pause(struct server *s, enum pause_reason why)
+{
+        bool was_active = s->paused == 0;
+
+        s->paused |= why;
+        if (!was_active)
+                return;
+        for (unsigned i = 0; i < s->n_listeners; i++) {
+                int r = loop_del(s, s->listeners[i].fd);
+
+                if (r < 0)
+                        log_err("epoll_ctl(DEL) of listener %s failed: %s", s->listeners[i].name,
+                                strerror(-r));
+        }
+        if (why == PAUSE_FULL)
+                log_info("max_connections (%u) reached; accepting paused",
+                         (unsigned)s->max_connections);
+}
+
+void listeners_resume(struct server *s, enum pause_reason why)
+{
+        if (!(s->paused & why))
+                return;
+        s->paused &= ~(unsigned)why;
+        if (s->paused)
+                return;
+        for (unsigned i = 0; i < s->n_listeners; i++) {
+                int r = add_to_loop(s, i);
+
+                if (r < 0)
+                        log_err("epoll_ctl(ADD) of listener %s failed: %s", s->listeners[i].name,
+                                strerror(-r));
+        }
+        if (why == PAUSE_FULL)
+                log_info("accepting again (%u connections)", (unsigned)s->n_conns);
+}
+
+static void arm_retry(struct server *s)
+{
+        struct itimerspec its = { .it_value = { .tv_nsec = NOFILE_RETRY_MS * 1000000L } };
+
+        if (timerfd_settime(s->accept_timer_fd, 0, &its, NULL) < 0)
+                log_err("timerfd_settime for accept retries failed: %s", strerror(errno));
+}
+
+void listeners_nofile(struct server *s, const struct listener *l, int err)
+{
+        if (s->accept_failures++ == 0)
+                log_warning("accept on %s failed: %s; pausing accepts, retrying every %d ms",
+                            l->name, strerror(err), NOFILE_RETRY_MS);
+        listeners_pause(s, PAUSE_NOFILE);
+        arm_retry(s);
+}
+
+void listeners_nofile_over(struct server *s)
+{
+        log_notice("accepting again after %llu failed attempts",
+                   (unsigned long long)s->accept_failures);
+        s->accept_failures = 0;
+}
+
+void listeners_on_timer(struct server *s)
+{
+        uint64_t expirations;
+
+        if (read(s->accept_timer_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+                log_err("read of the accept timer failed: %s", strerror(errno));
+        listeners_resume(s, PAUSE_NOFILE);
+}
+
+static int find_listener(const struct server *s, const struct addr *a)
+{
+        for (unsigned i = 0; i < s->n_listeners; i++)
+                if (addr_equal(&s->listeners[i].addr, a))
+                        return (int)i;
+        return -1;
+}
+
+/* Closes the listeners l[i] for which which[i] == value. */
+static void close_where(struct listener *l, unsigned n, const bool *which, bool value)
+{
+        for (unsigned i = 0; i < n; i++)
+                if (which[i] == value && close(l[i].fd) < 0)
+                        log_warning("close of listener %s failed: %s", l[i].name, strerror(errno));
+}
+
+/* Puts the new set in place: closes what is gone, re-tags what stays (its
+ * index may have moved) and registers what is new. */
+static void commit(struct server *s, struct listener *next, unsigned n, const bool *kept,
+                   const bool *opened, uint32_t backlog)
+{
+        for (unsigned i = 0; i < s->n_listeners; i++)
+                if (!kept[i])
+                        log_info("no longer listening on %s", s->listeners[i].name);
+        for (unsigned i = 0; i < n; i++)
+                if (opened[i])
+                        log_info("listening on %s", next[i].name);
+        close_where(s->listeners, s->n_listeners, kept, false);
+        memcpy(s->listeners, next, n * sizeof(*next));
+        s->n_listeners = n;
+        for (unsigned i = 0; i < n; i++) {
+                struct listener *l = &s->listeners[i];
+                int r = 0;
+
+                if (listen(l->fd, (int)backlog) < 0)
+                        log_warning("listen(%s) with the new backlog failed: %s", l->name,
+                                    strerror(errno));
+                if (!s->paused)
+                        r = loop_mod(s, l->fd, EPOLLIN, tag_make(TAG_LISTENER, 0, i));
+                if (r == -ENOENT)
+                        r = add_to_loop(s, i);
+                if (r < 0)
+                        log_err("epoll_ctl of listener %s failed: %s", l->name, strerror(-r));
+        }
+}
+
+int listeners_reconfigure(struct server *s, const struct config *next)
+{
+        struct listener fresh[CONFIG_MAX_LISTEN];
+        bool kept[CONFIG_MAX_LISTEN] = { false }, opened[CONFIG_MAX_LISTEN] = { false };
+
+        if (s->n_listeners && s->listeners[0].activated)
+                return 0; /* systemd's sockets are the listeners; listen is ignored */
+        for (unsigned i = 0; i < next->n_listen; i++) {
+                int old = find_listener(s, &next->listen[i]);
+                int r;
+
+                if (old >= 0) {
+                        fresh[i] = s->listeners[old];
+                        kept[old] = true;
+                        continue;
+                }
+                r = bind_one(&fresh[i], &next->listen[i], next->backlog);
+                if (r < 0) {
+                        close_where(fresh, i, opened, true);
+                        return r;
+                }
+                opened[i] = true;
+        }
+        commit(s, fresh, next->n_listen, kept, opened, next->backlog);
+        return 0;
+}

@@ -1,0 +1,28 @@
+/* listener.h - listening sockets: bind them (or adopt systemd's), pause and
+ * resume accepting, and the EMFILE back-off timer. */
+#pragma once
+
+#include "server.h"
+
+/* Binds every address of s->cfg; on failure logs which address and why,
+ * closes what it opened, and returns -errno. */
+int listeners_open(struct server *s);
+void listeners_close(struct server *s);
+
+/* Reload: binds the addresses new in NEXT before closing those no longer
+ * listed; listeners that stay keep their socket. On failure nothing has
+ * changed and -errno is returned. Socket-activated listeners always stay. */
+int listeners_reconfigure(struct server *s, const struct config *next);
+
+/* Takes the listeners out of the epoll set while any reason holds. */
+void listeners_pause(struct server *s, enum pause_reason why);
+void listeners_resume(struct server *s, enum pause_reason why);
+
+/* accept4 failed for want of descriptors or memory: pause, retry from a
+ * timer, and log once per episode. */
+void listeners_nofile(struct server *s, const struct listener *l, int err);
+/* An accept succeeded again: the episode is over. */
+void listeners_nofile_over(struct server *s);
+void listeners_on_timer(struct server *s);
+
+const char *listener_name(const struct listener *l);

@@ -1,0 +1,146 @@
+/* log.c - priorities, the level filter, and the stderr and journal back ends.
+ *
+ * The back end is chosen once at start: if stderr is the journal's stream
+ * (JOURNAL_STREAM names stderr's device and inode, as sd_journal_stream_fd(3)
+ * describes) we send native entries with sd_journal_sendv() so that fields
+ * like REMOTE_ADDR= can be queried; otherwise one "level: message" line per
+ * call, written with a single write(2) so lines from one process never
+ * interleave.
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <systemd/sd-journal.h>
+
+int log_max_priority = LOG_INFO;
+static bool journal;
+
+static const char *const level_names[] = {
+        "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+};
+
+static bool stderr_is_journal(void)
+{
+        const char *e = getenv("JOURNAL_STREAM");
+        unsigned long long dev, ino;
+        struct stat st;
+
+        if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+                return false;
+        if (fstat(STDERR_FILENO, &st) < 0)
+                return false;
+        return st.st_dev == (dev_t)dev && st.st_ino == (ino_t)ino;
+}
+
+void log_init(void)
+{
+        journal = stderr_is_journal();
+}
+
+bool log_to_journal(void)
+{
+        return journal;
+}
+
+void log_set_max_priority(int priority)
+{
+        log_max_priority = priority;
+}
+
+int log_level_from_name(const char *name)
+{
+        for (int i = 0; i < (int)(sizeof(level_names) / sizeof(level_names[0])); i++)
+                if (strcmp(name, level_names[i]) == 0)
+                        return i;
+        return -1;
+}
+
+const char *log_level_name(int priority)
+{
+        if (priority < LOG_EMERG || priority > LOG_DEBUG)
+                return "?";
+        return level_names[priority];
+}
+
+/* Appends "KEY=value" to the iovec array; the text lives in buf. */
+static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size,
+                        const char *fmt, ...)
+{
+        va_list ap;
+        int len;
+
+        va_start(ap, fmt);
+        len = vsnprintf(buf, size, fmt, ap);
+        va_end(ap);
+        if (len < 0)
+                return n;
+        iov[n].iov_base = buf;
+        iov[n].iov_len = (size_t)len < size ? (size_t)len : size - 1;
+        return n + 1;
+}
+
+static void write_journal(int priority, const struct log_fields *f, const char *msg)
+{
+        char b[8][128], m[1100];
+        struct iovec iov[9];
+        size_t n = 0;
+
+        n = add_field(iov, n, m, sizeof(m), "MESSAGE=%s", msg);
+        n = add_field(iov, n, b[0], sizeof(b[0]), "PRIORITY=%d", priority);
+        n = add_field(iov, n, b[1], sizeof(b[1]), "SYSLOG_IDENTIFIER=epolld");
+        if (f && f->event)
+                n = add_field(iov, n, b[2], sizeof(b[2]), "EPOLLD_EVENT=%s", f->event);
+        if (f && f->remote_addr) {
+                n = add_field(iov, n, b[3], sizeof(b[3]), "REMOTE_ADDR=%s", f->remote_addr);
+                n = add_field(iov, n, b[4], sizeof(b[4]), "REMOTE_PORT=%u", f->remote_port);
+        }
+        if (f && f->conn_id)
+                n = add_field(iov, n, b[5], sizeof(b[5]), "CONNECTION_ID=%llu",
+                              (unsigned long long)f->conn_id);
+        if (f && f->has_replies)
+                n = add_field(iov, n, b[6], sizeof(b[6]), "REPLIES=%llu",
+                              (unsigned long long)f->replies);
+        if (sd_journal_sendv(iov, (int)n) < 0)
+                journal = false; /* fall back to stderr lines for good */
+}
+
+static void write_stderr(int priority, const char *msg)
+{
+        char line[1200];
+        int len = snprintf(line, sizeof(line), "%s: %s\n", log_level_name(priority), msg);
+
+        if (len < 0)
+                return;
+        if ((size_t)len >= sizeof(line))
+                len = sizeof(line) - 1, line[len - 1] = '\n';
+        /* A failed log write has nowhere to be reported; dropping it is the
+         * only choice that cannot recurse or block the loop further. */
+        if (write(STDERR_FILENO, line, (size_t)len) < 0)
+                return;
+}
+
+void log_write(int priority, const struct log_fields *fields, const char *fmt, ...)
+{
+        int saved_errno = errno;
+        char msg[1024];
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        if (journal)
+                write_journal(priority, fields, msg);
+        if (!journal)
+                write_stderr(priority, msg);
+        errno = saved_errno;
+}

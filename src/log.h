@@ -1,0 +1,51 @@
+/* log.h - the one logging interface of epolld.
+ *
+ * Every message has a syslog priority. The level filter is checked in the
+ * macro, before any argument is evaluated, so a filtered-out line costs one
+ * compare: this is what keeps per-read debug lines off the hot path.
+ * Lines go to stderr, or natively to the journal when stderr is connected
+ * to it, with optional structured fields (struct log_fields).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <syslog.h>
+
+/* Structured fields for the journal; on stderr only the message is printed. */
+struct log_fields {
+        const char *event;       /* EPOLLD_EVENT=, e.g. "accept" */
+        const char *remote_addr; /* REMOTE_ADDR= */
+        unsigned remote_port;    /* REMOTE_PORT=, with remote_addr */
+        uint64_t conn_id;        /* CONNECTION_ID=, when non-zero */
+        uint64_t replies;        /* REPLIES=, when has_replies */
+        bool has_replies;
+};
+
+extern int log_max_priority;
+
+static inline bool log_enabled(int priority)
+{
+        return priority <= log_max_priority;
+}
+
+void log_init(void);
+void log_set_max_priority(int priority);
+bool log_to_journal(void);
+int log_level_from_name(const char *name);
+const char *log_level_name(int priority);
+
+void log_write(int priority, const struct log_fields *fields, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+#define log_full(prio, fields, ...)                                     \
+        do {                                                            \
+                if (log_enabled(prio))                                  \
+                        log_write((prio), (fields), __VA_ARGS__);       \
+        } while (0)
+
+#define log_err(...)     log_full(LOG_ERR, NULL, __VA_ARGS__)
+#define log_warning(...) log_full(LOG_WARNING, NULL, __VA_ARGS__)
+#define log_notice(...)  log_full(LOG_NOTICE, NULL, __VA_ARGS__)
+#define log_info(...)    log_full(LOG_INFO, NULL, __VA_ARGS__)
+#define log_debug(...)   log_full(LOG_DEBUG, NULL, __VA_ARGS__)

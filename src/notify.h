@@ -1,0 +1,21 @@
+/* notify.h - the systemd service manager protocol: readiness, status,
+ * reload and stop notifications, and the watchdog. All no-ops when
+ * NOTIFY_SOCKET is unset. */
+#pragma once
+
+struct server;
+
+/* Sets up the watchdog timer if WATCHDOG_USEC asks for one. */
+int notify_init(struct server *s);
+void notify_deinit(struct server *s);
+
+void notify_ready(struct server *s);
+void notify_reloading(struct server *s);
+void notify_reloaded(struct server *s, const char *status);
+void notify_stopping(struct server *s);
+
+/* Once per loop turn: schedules a STATUS= update if the counters moved. */
+void notify_after_batch(struct server *s);
+
+void notify_on_watchdog(struct server *s);
+void notify_on_status(struct server *s);

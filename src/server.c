@@ -1,0 +1,169 @@
+/* server.c - the start, stop and reload sequences of the daemon.
+ *
+ * Start: descriptor limit, epoll set, signals, timers, the connection table,
+ * then the listeners, last, so nothing is accepted before everything else
+ * is in place. Stop: listeners first (no new clients), then connections.
+ * Reload: parse into a fresh struct config; only if it is whole and its new
+ * listeners could be opened is it swapped in. Failure changes nothing.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "conn.h"
+#include "idle.h"
+#include "listener.h"
+#include "log.h"
+#include "loop.h"
+#include "notify.h"
+#include "sig.h"
+
+/* Descriptors the daemon needs besides connections: stdio, epoll, signalfd,
+ * timers, the journal and notify sockets, with room to spare. Listeners
+ * count twice because a reload opens new ones before closing old ones. */
+#define FD_RESERVE 16u
+/* The table is reserved, not touched; still, keep its address space sane
+ * when RLIMIT_NOFILE is huge or unlimited. */
+#define TABLE_MAX (1u << 22)
+
+static uint32_t raise_nofile(void)
+{
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                log_warning("getrlimit(RLIMIT_NOFILE) failed: %s", strerror(errno));
+                return 1024;
+        }
+        if (rl.rlim_cur < rl.rlim_max) {
+                rlim_t old = rl.rlim_cur;
+
+                rl.rlim_cur = rl.rlim_max;
+                if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                        log_warning("raising RLIMIT_NOFILE from %llu to %llu failed: %s",
+                                    (unsigned long long)old, (unsigned long long)rl.rlim_max,
+                                    strerror(errno));
+                        rl.rlim_cur = old;
+                }
+        }
+        return rl.rlim_cur > TABLE_MAX ? TABLE_MAX : (uint32_t)rl.rlim_cur;
+}
+
+/* max_connections as configured, or less if the descriptors do not allow it. */
+static void apply_max_connections(struct server *s)
+{
+        unsigned listeners = s->n_listeners > s->cfg.n_listen ? s->n_listeners : s->cfg.n_listen;
+        uint32_t reserve = FD_RESERVE + 2u * listeners;
+        uint32_t room = s->table_size > reserve ? s->table_size - reserve : 1;
+
+        s->max_connections = s->cfg.max_connections;
+        if (s->max_connections > room) {
+                s->max_connections = room;
+                log_notice("max_connections capped from %u to %u: RLIMIT_NOFILE is %u",
+                           (unsigned)s->cfg.max_connections, (unsigned)room,
+                           (unsigned)s->table_size);
+        }
+        if (s->n_conns < s->max_connections)
+                listeners_resume(s, PAUSE_FULL);
+}
+
+static void log_started(const struct server *s)
+{
+        log_info("epolld %s started: %u listener(s), max_events=%u, max_connections=%u, "
+                 "backlog=%u, idle_timeout=%us, log level %s",
+                 EPOLLD_VERSION, s->n_listeners, (unsigned)s->cfg.max_events,
+                 (unsigned)s->max_connections, (unsigned)s->cfg.backlog,
+                 (unsigned)s->cfg.idle_timeout, log_level_name(s->cfg.log_level));
+}
+
+int server_init(struct server *s, const struct config *cfg, const char *config_path)
+{
+        int r;
+
+        *s = (struct server){ .cfg = *cfg, .config_path = config_path, .epfd = -1,
+                              .accept_timer_fd = -1, .idle_timer_fd = -1, .signal_fd = -1,
+                              .notify = { .status_fd = -1, .watchdog_fd = -1 } };
+        r = conn_table_init(s, raise_nofile());
+        if (r < 0) {
+                log_err("cannot reserve the connection table: %s", strerror(-r));
+                return r;
+        }
+        r = loop_init(s);
+        if (r < 0) {
+                log_err("epoll_create1 failed: %s", strerror(-r));
+                return r;
+        }
+        if ((r = sig_init(s)) < 0 || (r = idle_init(s)) < 0 || (r = notify_init(s)) < 0 ||
+            (r = listeners_open(s)) < 0)
+                return r;
+        apply_max_connections(s);
+        log_started(s);
+        return 0;
+}
+
+void server_deinit(struct server *s)
+{
+        listeners_close(s);
+        if (s->conns)
+                conn_close_all(s);
+        notify_deinit(s);
+        idle_deinit(s);
+        sig_deinit(s);
+        loop_deinit(s);
+        conn_table_deinit(s);
+}
+
+int server_run(struct server *s)
+{
+        int r;
+
+        notify_ready(s);
+        r = loop_run(s);
+        notify_stopping(s);
+        log_notice("stopping: closing %u connection(s); %llu accepted, %llu replies in all",
+                   (unsigned)s->n_conns, (unsigned long long)s->stats.accepted,
+                   (unsigned long long)s->stats.replies);
+        return r;
+}
+
+static void reload_failed(struct server *s, const char *why)
+{
+        char status[CONFIG_ERROR_MAX + 32];
+
+        log_err("reload failed, keeping the previous configuration");
+        snprintf(status, sizeof(status), "reload failed: %s", why);
+        notify_reloaded(s, status);
+}
+
+void server_reload(struct server *s)
+{
+        char err[CONFIG_ERROR_MAX];
+        struct config next;
+        uint32_t old_idle = s->cfg.idle_timeout;
+        int r;
+
+        notify_reloading(s);
+        if (!s->config_path) {
+                log_notice("reload requested, but running on built-in defaults: nothing to read");
+                notify_reloaded(s, NULL);
+                return;
+        }
+        if (config_load(&next, s->config_path, err) < 0) {
+                log_err("%s", err);
+                reload_failed(s, err);
+                return;
+        }
+        r = listeners_reconfigure(s, &next);
+        if (r < 0) {
+                snprintf(err, sizeof(err), "cannot open a new listener: %s", strerror(-r));
+                reload_failed(s, err);
+                return;
+        }
+        s->cfg = next;
+        log_set_max_priority(next.log_level);
+        apply_max_connections(s);
+        idle_reconfigure(s, old_idle);
+        log_notice("reloaded configuration from %s", s->config_path);
+        notify_reloaded(s, NULL);
+}
