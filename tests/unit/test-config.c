@@ -1,0 +1,189 @@
+/* test-config.c - the INI loader: defaults, every key, and every error with
+ * its exact "FILE:LINE: message". */
+#include <stdlib.h>
+
+#include "check.h"
+#include "config.h"
+#include "log.h"
+
+struct bad {
+        const char *ini;
+        const char *error; /* exact, after "t.ini:" */
+};
+
+static const struct bad bads[] = {
+        { "[nope]\n", "1: unknown section [nope]" },
+        { "[server]\nlisten = 127.0.0.1:1\n[extra]\nfoo = 1\n", "3: unknown section [extra]" },
+        { "foo = 1\n", "1: key 'foo' outside of any section" },
+        { "[server]\nport = 80\n", "2: unknown key 'port' in section [server]" },
+        { "[log]\nmax_events = 1\n", "2: unknown key 'max_events' in section [log]" },
+        { "[server]\nbacklog = 1\nbacklog = 2\n", "3: duplicate key 'backlog' (first set on line 2)" },
+        { "[log]\nlevel = info\n[log]\nlevel = debug\n", "4: duplicate key 'level' (first set on line 2)" },
+        { "[server]\nbacklog =\n", "2: backlog: empty value" },
+        { "[server]\nlisten = \n", "2: listen: empty value" },
+        { "[server]\nmax_events = abc\n", "2: max_events: 'abc' is not a number" },
+        { "[server]\nmax_events = 12x\n", "2: max_events: '12x' is not a number" },
+        { "[server]\nmax_events = -1\n", "2: max_events: '-1' is not a number" },
+        { "[server]\nmax_events = +5\n", "2: max_events: '+5' is not a number" },
+        { "[server]\nmax_events = 0x10\n", "2: max_events: '0x10' is not a number" },
+        { "[server]\nmax_events = 1 2\n", "2: max_events: '1 2' is not a number" },
+        { "[server]\nmax_events = 0\n", "2: max_events: 0 is out of range (1..65536)" },
+        { "[server]\nmax_events = 65537\n", "2: max_events: 65537 is out of range (1..65536)" },
+        { "[server]\nmax_events = 99999999999999999999999\n",
+          "2: max_events: 99999999999999999999999 is out of range (1..65536)" },
+        { "[server]\nbacklog = 0\n", "2: backlog: 0 is out of range (1..65535)" },
+        { "[server]\nmax_connections = 0\n", "2: max_connections: 0 is out of range (1..1048576)" },
+        { "[server]\nmax_connections = 1048577\n",
+          "2: max_connections: 1048577 is out of range (1..1048576)" },
+        { "[server]\nidle_timeout = 604801\n", "2: idle_timeout: 604801 is out of range (0..604800)" },
+        { "[server]\nidle_timeout = 1.5\n", "2: idle_timeout: '1.5' is not a number" },
+        { "[log]\nlevel = loud\n",
+          "2: level: unknown level 'loud' (expected emerg, alert, crit, err, warning, notice, "
+          "info or debug)" },
+        { "[log]\nlevel = INFO\n",
+          "2: level: unknown level 'INFO' (expected emerg, alert, crit, err, warning, notice, "
+          "info or debug)" },
+        { "[server]\nlisten = localhost:80\n",
+          "2: listen: invalid address 'localhost:80': invalid IPv4 address 'localhost' (expected "
+          "A.B.C.D:PORT, [IPv6]:PORT or *:PORT; names are not resolved)" },
+        { "[server]\nlisten = 127.0.0.1:70000\n",
+          "2: listen: invalid address '127.0.0.1:70000': port '70000' is out of range (0..65535)" },
+        { "[server]\nlisten = [::1]:1\nlisten = [::1]:1\n",
+          "3: listen: duplicate address '[::1]:1' (also on line 2)" },
+        { "[server]\nlisten = 0.0.0.0:5\nlisten = *:5\n",
+          "3: listen: duplicate address '*:5' (also on line 2)" },
+        { "[server\nlisten = 127.0.0.1:1\n",
+          "1: syntax error (expected [section], key = value or a comment)" },
+        { "[server]\njust some words\n",
+          "2: syntax error (expected [section], key = value or a comment)" },
+        { "[server]\nbacklog = 5\n  idle_timeout = 3\n",
+          "3: indented line continues 'backlog' from line 2 (keys must not be indented)" },
+        { "[server]\nbacklog = 5\n[log]\nlevel = info\n  warning\n",
+          "5: indented line continues 'level' from line 4 (keys must not be indented)" },
+        { "; comment\n\n# another\n[server]\nmax_events = 0 ; inline comment\n",
+          "5: max_events: 0 is out of range (1..65536)" },
+        /* only the first error is reported, even after a syntax error */
+        { "[server]\nbogus\nport = 1\n",
+          "2: syntax error (expected [section], key = value or a comment)" },
+        { "[server]\nport = 1\nbogus\n", "2: unknown key 'port' in section [server]" },
+};
+
+static void test_bad(const struct bad *b)
+{
+        char err[CONFIG_ERROR_MAX], want[CONFIG_ERROR_MAX];
+        struct config c;
+        FILE *f = fmemopen((void *)b->ini, strlen(b->ini), "r");
+        int r = config_parse_stream(&c, f, "t.ini", err);
+
+        fclose(f);
+        snprintf(want, sizeof(want), "t.ini:%s", b->error);
+        CHECK(r == -1, "accepted: %s", b->ini);
+        CHECK_STR(err, want, b->ini);
+}
+
+static int parse(const char *ini, struct config *c, char *err)
+{
+        FILE *f = fmemopen((void *)ini, strlen(ini), "r");
+        int r = config_parse_stream(c, f, "t.ini", err);
+
+        fclose(f);
+        return r;
+}
+
+static void test_defaults(void)
+{
+        char err[CONFIG_ERROR_MAX], buf[ADDR_TEXT_MAX];
+        struct config c;
+
+        CHECK(parse("", &c, err) == 0, "empty file: %s", err);
+        CHECK(c.n_listen == 1, "default listen count %u", c.n_listen);
+        addr_format(&c.listen[0].u.sa, buf);
+        CHECK_STR(buf, "127.0.0.1:8001", "default listen");
+        CHECK(c.max_events == 1024 && c.backlog == 4096 && c.max_connections == 65536 &&
+                      c.idle_timeout == 0 && c.log_level == LOG_INFO,
+              "defaults %u %u %u %u %d", c.max_events, c.backlog, c.max_connections,
+              c.idle_timeout, c.log_level);
+}
+
+static void test_every_key(void)
+{
+        static const char ini[] =
+                "\xEF\xBB\xBF; a BOM and comments are fine\n"
+                "[server]\n"
+                "listen = 127.0.0.2:9000 ; first replaces the default\n"
+                "listen = [::1]:9001\n"
+                "listen = *:9002\n"
+                "max_events = 65536\n"
+                "backlog = 1\n"
+                "max_connections = 1048576\n"
+                "idle_timeout = 604800\n"
+                "[log]\n"
+                "level = debug\n";
+        char err[CONFIG_ERROR_MAX], buf[ADDR_TEXT_MAX];
+        struct config c;
+
+        CHECK(parse(ini, &c, err) == 0, "every key: %s", err);
+        CHECK(c.n_listen == 4, "listen count %u", c.n_listen);
+        addr_format(&c.listen[0].u.sa, buf);
+        CHECK_STR(buf, "127.0.0.2:9000", "listen 1");
+        addr_format(&c.listen[3].u.sa, buf);
+        CHECK_STR(buf, "[::]:9002", "listen 4");
+        CHECK(c.listen_line[1] == 4, "line of listen 2: %u", c.listen_line[1]);
+        CHECK(c.max_events == 65536 && c.backlog == 1 && c.max_connections == 1048576 &&
+                      c.idle_timeout == 604800 && c.log_level == LOG_DEBUG,
+              "values %u %u %u %u %d", c.max_events, c.backlog, c.max_connections,
+              c.idle_timeout, c.log_level);
+}
+
+static void test_long_lines(void)
+{
+        char ini[600], err[CONFIG_ERROR_MAX];
+        struct config c;
+
+        /* 198 characters plus the newline is the longest line inih takes whole. */
+        snprintf(ini, sizeof(ini), "[server]\n;%s\nbacklog = 7\n", "");
+        memset(ini + 10, 'x', 197);
+        strcpy(ini + 207, "\nbacklog = 7\n");
+        CHECK(parse(ini, &c, err) == 0 && c.backlog == 7, "198-char line: %s", err);
+        memset(ini + 10, 'x', 400);
+        strcpy(ini + 410, "\nbacklog = 7\n");
+        CHECK(parse(ini, &c, err) == -1, "400-char line accepted");
+        CHECK_STR(err, "t.ini:2: line too long (at most 198 characters)", "long line");
+}
+
+static void test_nul_byte(void)
+{
+        static const char ini[] = "[server]\nbacklog = 1\0junk\nbacklog = 2\n";
+        char err[CONFIG_ERROR_MAX];
+        struct config c;
+        FILE *f = fmemopen((void *)ini, sizeof(ini) - 1, "r");
+        int r = config_parse_stream(&c, f, "t.ini", err);
+
+        fclose(f);
+        CHECK(r == -1, "NUL byte accepted");
+        CHECK_STR(err, "t.ini:2: NUL byte in line", "NUL byte");
+}
+
+static void test_missing_file(void)
+{
+        char err[CONFIG_ERROR_MAX];
+        struct config c;
+
+        CHECK(config_load(&c, "/nonexistent/epolld.ini", err) == -1, "missing file loaded");
+        CHECK_STR(err, "/nonexistent/epolld.ini: cannot open: No such file or directory",
+                  "missing file");
+        CHECK(config_load(&c, "/", err) == -1, "a directory loaded");
+        CHECK_STR(err, "/: read error: Is a directory", "directory");
+}
+
+int main(void)
+{
+        for (size_t i = 0; i < sizeof(bads) / sizeof(bads[0]); i++)
+                test_bad(&bads[i]);
+        test_defaults();
+        test_every_key();
+        test_long_lines();
+        test_nul_byte();
+        test_missing_file();
+        return check_summary();
+}
