@@ -50,20 +50,20 @@ static uint32_t raise_nofile(void)
         return rl.rlim_cur > TABLE_MAX ? TABLE_MAX : (uint32_t)rl.rlim_cur;
 }
 
-/* max_connections as configured, or less if the descriptors do not allow it. */
+/* max_connections as configured, or less if the descriptors do not allow
+ * it; logged when the effective value changes (start, or a reload). */
 static void apply_max_connections(struct server *s)
 {
         unsigned listeners = s->n_listeners > s->cfg.n_listen ? s->n_listeners : s->cfg.n_listen;
         uint32_t reserve = FD_RESERVE + 2u * listeners;
         uint32_t room = s->table_size > reserve ? s->table_size - reserve : 1;
+        uint32_t effective = s->cfg.max_connections < room ? s->cfg.max_connections : room;
 
-        s->max_connections = s->cfg.max_connections;
-        if (s->max_connections > room) {
-                s->max_connections = room;
+        if (effective < s->cfg.max_connections && effective != s->max_connections)
                 log_notice("max_connections capped from %u to %u: RLIMIT_NOFILE is %u",
-                           (unsigned)s->cfg.max_connections, (unsigned)room,
+                           (unsigned)s->cfg.max_connections, (unsigned)effective,
                            (unsigned)s->table_size);
-        }
+        s->max_connections = effective;
         if (s->n_conns < s->max_connections)
                 listeners_resume(s, PAUSE_FULL);
 }
