@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -24,6 +25,7 @@ enum key {
         KEY_BACKLOG,
         KEY_MAX_CONNECTIONS,
         KEY_IDLE_TIMEOUT,
+        KEY_USER,
         KEY_LEVEL,
         KEY_COUNT,
 };
@@ -40,6 +42,7 @@ static const struct key_spec keys[KEY_COUNT] = {
         [KEY_BACKLOG] = { "server", "backlog", 1, 65535 },
         [KEY_MAX_CONNECTIONS] = { "server", "max_connections", 1, 1048576 },
         [KEY_IDLE_TIMEOUT] = { "server", "idle_timeout", 0, 604800 },
+        [KEY_USER] = { "server", "user", 0, 0 },
         [KEY_LEVEL] = { "log", "level", 0, 0 },
 };
 
@@ -224,6 +227,28 @@ static void set_level(struct parser *p, const char *v)
         p->c->log_level = level;
 }
 
+/* The user must exist now: a typo is a configuration error at its line,
+ * not a start that fails after binding. */
+static void set_user(struct parser *p, const char *v)
+{
+        struct passwd *pw;
+
+        if (strlen(v) > CONFIG_USER_MAX || v[0] == '-' ||
+            strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+                    strlen(v)) {
+                error_at(p, "user: invalid user name '%s'", v);
+                return;
+        }
+        errno = 0;
+        pw = getpwnam(v);
+        if (!pw) {
+                error_at(p, "user: unknown user '%s'%s%s", v, errno ? ": " : "",
+                         errno ? strerror(errno) : "");
+                return;
+        }
+        strcpy(p->c->user, v);
+}
+
 static uint32_t *number_field(struct config *c, int key)
 {
         switch (key) {
@@ -243,6 +268,8 @@ static void set_key(struct parser *p, int key, const char *value)
                 set_listen(p, value);
         else if (key == KEY_LEVEL)
                 set_level(p, value);
+        else if (key == KEY_USER)
+                set_user(p, value);
         else if (field)
                 parse_number(p, &keys[key], value, field);
 }

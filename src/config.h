@@ -11,6 +11,7 @@
 
 #define CONFIG_MAX_LISTEN 64
 #define CONFIG_ERROR_MAX 512
+#define CONFIG_USER_MAX 32
 
 struct config {
         struct addr listen[CONFIG_MAX_LISTEN];
@@ -21,6 +22,7 @@ struct config {
         uint32_t max_connections;
         uint32_t idle_timeout; /* seconds, 0 = never */
         int log_level;         /* syslog priority */
+        char user[CONFIG_USER_MAX + 1]; /* drop to this user after binding; "" = stay */
 };
 
 /* The documented defaults: listen 127.0.0.1:8001, max_events 1024, ... */

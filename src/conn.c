@@ -91,7 +91,7 @@ static void conn_open(struct server *s, int fd, const struct sockaddr *peer)
         if (fd > s->max_fd)
                 s->max_fd = fd;
         idle_add(s, fd);
-        if (log_enabled(LOG_INFO))
+        if (log_enabled(LOG_INFO) && log_allow(LOG_LIMIT_ACCEPT))
                 log_accept(c, fd, peer);
 }
 
@@ -128,7 +128,8 @@ static bool accept_one(struct server *s, const struct listener *l)
                 listeners_nofile(s, l, errno);
                 return false;
         default:
-                log_err("accept4 on %s (fd %d) failed: %s", listener_name(l), l->fd, strerror(errno));
+                log_limited(LOG_ERR, LOG_LIMIT_ACCEPT_ERROR, NULL, "accept4 on %s (fd %d) failed: %s",
+                            listener_name(l), l->fd, strerror(errno));
                 return false;
         }
 }
@@ -162,7 +163,7 @@ void conn_close(struct server *s, int fd, const char *why)
 {
         struct conn *c = &s->conns[fd];
 
-        if (log_enabled(LOG_INFO))
+        if (log_enabled(LOG_INFO) && log_allow(LOG_LIMIT_CLOSE))
                 log_close(c, fd, why);
         idle_remove(s, fd);
         /* close() also drops the fd from the epoll set: it is never dup'ed. */
@@ -212,7 +213,7 @@ static int flush(struct server *s, int fd, struct conn *c)
         }
         if (errno == EAGAIN || errno == EINTR)
                 return 0;
-        log_full(LOG_INFO, NULL, "write to connection #%llu (fd %d) failed: %s",
+        log_limited(LOG_INFO, LOG_LIMIT_IO_ERROR, NULL, "write to connection #%llu (fd %d) failed: %s",
                  (unsigned long long)c->id, fd, strerror(errno));
         conn_close(s, fd, errno == EPIPE || errno == ECONNRESET ? "reset by peer" : "write error");
         return -1;
@@ -241,7 +242,7 @@ static int read_once(struct server *s, int fd, struct conn *c)
                 conn_close(s, fd, "reset by peer");
                 return -1;
         }
-        log_full(LOG_INFO, NULL, "read from connection #%llu (fd %d) failed: %s",
+        log_limited(LOG_INFO, LOG_LIMIT_IO_ERROR, NULL, "read from connection #%llu (fd %d) failed: %s",
                  (unsigned long long)c->id, fd, strerror(errno));
         conn_close(s, fd, "read error");
         return -1;

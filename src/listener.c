@@ -203,8 +203,9 @@ void listeners_pause(struct server *s, enum pause_reason why)
                                 strerror(-r));
         }
         if (why == PAUSE_FULL)
-                log_info("max_connections (%u) reached; accepting paused",
-                         (unsigned)s->max_connections);
+                log_limited(LOG_INFO, LOG_LIMIT_PAUSE, NULL,
+                            "max_connections (%u) reached; accepting paused",
+                            (unsigned)s->max_connections);
 }
 
 void listeners_resume(struct server *s, enum pause_reason why)
@@ -222,7 +223,8 @@ void listeners_resume(struct server *s, enum pause_reason why)
                                 strerror(-r));
         }
         if (why == PAUSE_FULL)
-                log_info("accepting again (%u connections)", (unsigned)s->n_conns);
+                log_limited(LOG_INFO, LOG_LIMIT_PAUSE, NULL, "accepting again (%u connections)",
+                            (unsigned)s->n_conns);
 }
 
 static void arm_retry(struct server *s)
@@ -236,7 +238,8 @@ static void arm_retry(struct server *s)
 void listeners_nofile(struct server *s, const struct listener *l, int err)
 {
         if (s->accept_failures++ == 0)
-                log_warning("accept on %s failed: %s; pausing accepts, retrying every %d ms",
+                log_limited(LOG_WARNING, LOG_LIMIT_ACCEPT_ERROR, NULL,
+                            "accept on %s failed: %s; pausing accepts, retrying every %d ms",
                             l->name, strerror(err), NOFILE_RETRY_MS);
         listeners_pause(s, PAUSE_NOFILE);
         arm_retry(s);

@@ -16,12 +16,28 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <systemd/sd-journal.h>
 
 int log_max_priority = LOG_INFO;
 static bool journal;
+
+struct limiter {
+        uint64_t window_start_ms;
+        uint32_t count;
+        uint64_t suppressed;
+};
+
+static struct limiter limiters[LOG_LIMIT_COUNT];
+static const char *const limit_names[LOG_LIMIT_COUNT] = {
+        [LOG_LIMIT_ACCEPT] = "accept",
+        [LOG_LIMIT_CLOSE] = "close",
+        [LOG_LIMIT_ACCEPT_ERROR] = "accept error",
+        [LOG_LIMIT_IO_ERROR] = "read/write error",
+        [LOG_LIMIT_PAUSE] = "accept pause",
+};
 
 static const char *const level_names[] = {
         "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
@@ -143,4 +159,48 @@ void log_write(int priority, const struct log_fields *fields, const char *fmt, .
         if (!journal)
                 write_stderr(priority, msg);
         errno = saved_errno;
+}
+
+static uint64_t now_ms(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void report_suppressed(enum log_limit kind)
+{
+        struct limiter *l = &limiters[kind];
+
+        if (!l->suppressed)
+                return;
+        log_write(LOG_WARNING, NULL, "%llu %s messages suppressed (more than %u in %u s)",
+                  (unsigned long long)l->suppressed, limit_names[kind], LOG_LIMIT_BURST,
+                  LOG_LIMIT_INTERVAL_MS / 1000u);
+        l->suppressed = 0;
+}
+
+bool log_allow(enum log_limit kind)
+{
+        struct limiter *l = &limiters[kind];
+        uint64_t now = now_ms();
+
+        if (now - l->window_start_ms >= LOG_LIMIT_INTERVAL_MS) {
+                report_suppressed(kind);
+                l->window_start_ms = now;
+                l->count = 0;
+        }
+        if (l->count < LOG_LIMIT_BURST) {
+                l->count++;
+                return true;
+        }
+        l->suppressed++;
+        return false;
+}
+
+void log_flush_suppressed(void)
+{
+        for (int k = 0; k < LOG_LIMIT_COUNT; k++)
+                report_suppressed((enum log_limit)k);
 }

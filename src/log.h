@@ -22,6 +22,20 @@ struct log_fields {
         bool has_replies;
 };
 
+/* Lines a remote peer can trigger at a high rate are rate-limited per kind,
+ * so a connection storm cannot fill a disk. */
+enum log_limit {
+        LOG_LIMIT_ACCEPT,
+        LOG_LIMIT_CLOSE,
+        LOG_LIMIT_ACCEPT_ERROR,
+        LOG_LIMIT_IO_ERROR,
+        LOG_LIMIT_PAUSE,
+        LOG_LIMIT_COUNT,
+};
+
+#define LOG_LIMIT_INTERVAL_MS 5000u
+#define LOG_LIMIT_BURST 500u
+
 extern int log_max_priority;
 
 static inline bool log_enabled(int priority)
@@ -35,12 +49,25 @@ bool log_to_journal(void);
 int log_level_from_name(const char *name);
 const char *log_level_name(int priority);
 
+/* True if a line of this kind may be written now; counts it either way.
+ * After a window with suppressed lines, the next call first writes
+ * "N ... messages suppressed". */
+bool log_allow(enum log_limit kind);
+/* Reports what is still suppressed (at shutdown). */
+void log_flush_suppressed(void);
+
 void log_write(int priority, const struct log_fields *fields, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
 #define log_full(prio, fields, ...)                                     \
         do {                                                            \
                 if (log_enabled(prio))                                  \
+                        log_write((prio), (fields), __VA_ARGS__);       \
+        } while (0)
+
+#define log_limited(prio, kind, fields, ...)                             \
+        do {                                                            \
+                if (log_enabled(prio) && log_allow(kind))               \
                         log_write((prio), (fields), __VA_ARGS__);       \
         } while (0)
 

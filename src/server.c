@@ -18,6 +18,7 @@
 #include "log.h"
 #include "loop.h"
 #include "notify.h"
+#include "privileges.h"
 #include "sig.h"
 
 /* Descriptors the daemon needs besides connections: stdio, epoll, signalfd,
@@ -95,7 +96,7 @@ int server_init(struct server *s, const struct config *cfg, const char *config_p
                 return r;
         }
         if ((r = sig_init(s)) < 0 || (r = idle_init(s)) < 0 || (r = notify_init(s)) < 0 ||
-            (r = listeners_open(s)) < 0)
+            (r = listeners_open(s)) < 0 || (r = privileges_drop(s->cfg.user)) < 0)
                 return r;
         apply_max_connections(s);
         log_started(s);
@@ -112,6 +113,7 @@ void server_deinit(struct server *s)
         sig_deinit(s);
         loop_deinit(s);
         conn_table_deinit(s);
+        log_flush_suppressed();
 }
 
 int server_run(struct server *s)
@@ -159,6 +161,10 @@ void server_reload(struct server *s)
                 snprintf(err, sizeof(err), "cannot open a new listener: %s", strerror(-r));
                 reload_failed(s, err);
                 return;
+        }
+        if (strcmp(next.user, s->cfg.user) != 0) {
+                log_warning("reload: a change of user takes a restart; keeping the current one");
+                strcpy(next.user, s->cfg.user);
         }
         s->cfg = next;
         log_set_max_priority(next.log_level);

@@ -62,6 +62,11 @@ static const struct bad bads[] = {
           "5: indented line continues 'level' from line 4 (keys must not be indented)" },
         { "; comment\n\n# another\n[server]\nmax_events = 0 ; inline comment\n",
           "5: max_events: 0 is out of range (1..65536)" },
+        { "[server]\nuser = nosuchuser-epolld\n", "2: user: unknown user 'nosuchuser-epolld'" },
+        { "[server]\nuser = a b\n", "2: user: invalid user name 'a b'" },
+        { "[server]\nuser = -x\n", "2: user: invalid user name '-x'" },
+        { "[server]\nuser = nobody\nuser = nobody\n",
+          "3: duplicate key 'user' (first set on line 2)" },
         /* only the first error is reported, even after a syntax error */
         { "[server]\nbogus\nport = 1\n",
           "2: syntax error (expected [section], key = value or a comment)" },
@@ -117,6 +122,7 @@ static void test_every_key(void)
                 "backlog = 1\n"
                 "max_connections = 1048576\n"
                 "idle_timeout = 604800\n"
+                "user = nobody\n"
                 "[log]\n"
                 "level = debug\n";
         char err[CONFIG_ERROR_MAX], buf[ADDR_TEXT_MAX];
@@ -128,6 +134,7 @@ static void test_every_key(void)
         CHECK_STR(buf, "127.0.0.2:9000", "listen 1");
         addr_format(&c.listen[3].u.sa, buf);
         CHECK_STR(buf, "[::]:9002", "listen 4");
+        CHECK_STR(c.user, "nobody", "user");
         CHECK(c.listen_line[1] == 4, "line of listen 2: %u", c.listen_line[1]);
         CHECK(c.max_events == 65536 && c.backlog == 1 && c.max_connections == 1048576 &&
                       c.idle_timeout == 604800 && c.log_level == LOG_DEBUG,
