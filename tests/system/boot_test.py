@@ -1,390 +1,37 @@
 #!/usr/bin/python3
 """Drive epolld under a really booted systemd, as an operator would.
 
-Boots Debian 12 with systemd as PID 1 in a systemd-nspawn container, installs
-epolld there from `meson install --destdir`, and runs the operator's story
-step by step: socket activation, the journal, reload (good and broken),
-stop, standalone start, the watchdog, and the security rating. Every step
-prints PASS or FAIL with what it saw; the run ends with "N passed, N failed".
-
-The non-obvious ideas:
-- The root file system is built once with mmdebstrap from the mirror that
-  apt is configured with (read at run time, never written down here) and
-  cached under /var/tmp by a hash of its recipe; each run boots a copy, so
-  the cache stays clean.
-- The container gets its own loopback (--private-network), so port 8001
-  cannot collide with the host. The test talks to it from this process: a
-  socket created after setns() into the container's network namespace stays
-  there, so no client program is needed inside.
-- Commands run inside through nsenter on the container's PID 1; nspawn runs
-  with --keep-unit --register=no, since the host may have no system bus.
-- nspawn is started inside a cgroup of its own (in every hierarchy it
-  uses), so teardown can find and kill whatever survives a poweroff, nspawn
-  included, and remove its cgroups.
+Boots Debian 12 with systemd as PID 1 in a systemd-nspawn container
+(container.py), installs epolld there from `meson install --destdir`, and
+runs the operator's story step by step: socket activation, the journal,
+reload (good and broken), stop, standalone start, the watchdog, and the
+security rating. Every step prints PASS or FAIL with what it saw; the run
+ends with "N passed, N failed". Needs root, systemd-nspawn and mmdebstrap;
+without them it is skipped (exit 77) unless EPOLLD_REQUIRE_SYSTEM_TEST=1.
 """
 
 import argparse
-import ctypes
-import fcntl
-import glob
-import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
-SUITE = "bookworm"
-# Packages of the guest. epolld's own run-time libraries plus what the
-# operator's tools need: procps for kill(1) in ExecReload=, dbus for
-# systemctl's usual path.
-GUEST_PACKAGES = ["systemd", "dbus", "procps", "libinih1", "libsystemd0"]
-# Bump when the way the root file system is made changes.
-RECIPE_VERSION = "1"
-CACHE_DIR = "/var/tmp/epolld-system-rootfs"
-MACHINE = "epolld-systest"
+from container import (Abort, Container, MACHINE, StepFailed, build_and_install,
+                       clean_stale, copy_into, log, prepare_rootfs, run,
+                       wait_for)
+
 PORT = 8001
 CONFIG = "/etc/epolld/epolld.ini"
 # Measured floor on systemd 252 for a network server without an IP address
 # allow list (IPAddressDeny=, 0.2) or RootDirectory= (0.1): 1.1.
 MAX_EXPOSURE = 1.1
+# The watchdog step's WatchdogSec=, set by a drop-in.
 WATCHDOG_SEC = 2
-GUEST_ENV = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
-             "SYSTEMD_COLORS=0", "SYSTEMD_PAGER=", "TERM=dumb"]
-CLONE_NEWNET = 0x40000000
-
-
-class StepFailed(Exception):
-    pass
-
-
-class Abort(Exception):
-    """A failure after which no later step can run."""
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def run(cmd, timeout, check=True, **kw):
-    try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True,
-                              timeout=timeout, **kw)
-    except subprocess.TimeoutExpired:
-        raise StepFailed(f"timed out after {timeout}s: {shlex.join(cmd)}")
-    if check and proc.returncode != 0:
-        raise StepFailed(f"rc {proc.returncode}: {shlex.join(cmd)}\n"
-                         f"{(proc.stdout + proc.stderr).strip()}")
-    return proc
-
-
-def wait_for(what, predicate, timeout, interval=0.2):
-    """Poll PREDICATE until it returns something truthy, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise StepFailed(f"{what}: not within {timeout}s")
-        time.sleep(interval)
-
-
-# --- The root file system ------------------------------------------------
-
-def apt_sources():
-    """One-line `deb` entries for SUITE's main component, from apt's config."""
-    entries = []
-    stanzas = []
-    for path in ["/etc/apt/sources.list"] + \
-            sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
-        if not os.path.isfile(path):
-            continue
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                words = line.split("#", 1)[0].split()
-                if not words or words[0] != "deb":
-                    continue
-                opts = ""
-                if words[1].startswith("["):
-                    end = next(i for i, w in enumerate(words) if w.endswith("]"))
-                    opts = " ".join(words[1:end + 1])[1:-1]
-                    words = [words[0]] + words[end + 1:]
-                signed = re.search(r"signed-by=(\S+)", opts)
-                stanzas.append({"Types": "deb", "URIs": words[1],
-                                "Suites": words[2],
-                                "Components": " ".join(words[3:]),
-                                "Signed-By": signed.group(1) if signed else ""})
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-        with open(path, encoding="utf-8") as f:
-            for block in re.split(r"\n\s*\n", f.read()):
-                fields = {}
-                for line in block.splitlines():
-                    if line.startswith("#") or ":" not in line:
-                        continue
-                    key, value = line.split(":", 1)
-                    fields[key.strip()] = value.strip()
-                if fields.get("Enabled", "yes") != "no":
-                    stanzas.append(fields)
-    for st in stanzas:
-        if "deb" not in st.get("Types", "").split():
-            continue
-        if "main" not in st.get("Components", "").split():
-            continue
-        for suite in st.get("Suites", "").split():
-            if suite not in (SUITE, SUITE + "-updates", SUITE + "-security"):
-                continue
-            for uri in st.get("URIs", "").split():
-                signed = st.get("Signed-By", "")
-                opts = f"[signed-by={signed}] " if signed.startswith("/") else ""
-                entries.append(f"deb {opts}{uri} {suite} main")
-    return entries
-
-
-def rootfs_key():
-    recipe = json.dumps([RECIPE_VERSION, SUITE, sorted(GUEST_PACKAGES)])
-    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
-
-
-def prepare_rootfs(args):
-    """The cached root file system, built first if needed."""
-    os.makedirs(CACHE_DIR, exist_ok=True)
-    key = rootfs_key()
-    root = os.path.join(CACHE_DIR, key)
-    with open(os.path.join(CACHE_DIR, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if args.rebuild_rootfs and os.path.isdir(root):
-            shutil.rmtree(root)
-        if os.path.isfile(os.path.join(root, ".epolld-complete")):
-            return root, "cached"
-        for old in glob.glob(os.path.join(CACHE_DIR, "*")):
-            shutil.rmtree(old, ignore_errors=True)
-        sources = apt_sources()
-        if not sources:
-            raise StepFailed(f"no '{SUITE}' main entries in apt's sources")
-        partial = root + ".partial"
-        started = time.monotonic()
-        run(["mmdebstrap", "--mode=root", "--variant=essential",
-             "--include=" + ",".join(GUEST_PACKAGES),
-             # No login prompt on the container's console.
-             "--customize-hook=systemctl --root=\"$1\" mask console-getty.service",
-             SUITE, partial, *sources], timeout=args.rootfs_timeout)
-        open(os.path.join(partial, ".epolld-complete"), "w").close()
-        os.rename(partial, root)
-        return root, f"built in {time.monotonic() - started:.0f}s"
-
-
-# --- Build and install ---------------------------------------------------
-
-def build_and_install(args, work):
-    """`meson install --destdir` of a /usr build; returns the DESTDIR."""
-    build = os.path.join(work, "build")
-    destdir = os.path.join(work, "destdir")
-    run([args.meson, "setup", build, args.source, "--prefix=/usr",
-         "--sysconfdir=/etc", "--buildtype=debugoptimized"], timeout=120)
-    run([args.meson, "compile", "-C", build], timeout=300)
-    run([args.meson, "install", "-C", build, "--destdir", destdir,
-         "--no-rebuild", "--quiet"], timeout=120)
-    return destdir
-
-
-def copy_into(destdir, root):
-    """Copy DESTDIR into ROOT, following ROOT's /lib -> usr/lib symlinks."""
-    pack = subprocess.Popen(["tar", "-C", destdir, "-c", "."],
-                            stdout=subprocess.PIPE)
-    unpack = subprocess.run(["tar", "-C", root, "-x",
-                             "--keep-directory-symlink", "--no-same-owner"],
-                            stdin=pack.stdout, capture_output=True, timeout=60)
-    pack.stdout.close()
-    if pack.wait(timeout=60) != 0 or unpack.returncode != 0:
-        raise StepFailed(f"copying DESTDIR failed: {unpack.stderr.decode()}")
-
-
-# --- The container -------------------------------------------------------
-
-class Container:
-    def __init__(self, root, work):
-        self.root = root
-        self.work = work
-        self.nspawn = None
-        self.leader = None
-        self.cgroups = []
-        self.alive = False  # set when teardown could not end the container
-        self.console = os.path.join(work, "console.log")
-
-    def _make_cgroups(self):
-        """A cgroup for nspawn in each hierarchy it will use."""
-        own = {}
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                hid, controllers, path = line.rstrip("\n").split(":", 2)
-                own[controllers] = path
-        name = f"{MACHINE}-{os.getpid()}"
-        for mount, rel in (("/sys/fs/cgroup/unified", own.get("")),
-                           ("/sys/fs/cgroup/systemd", own.get("name=systemd")),
-                           ("/sys/fs/cgroup", own.get(""))):
-            if rel is None or not os.path.isfile(
-                    os.path.join(mount, "cgroup.procs")):
-                continue
-            if mount == "/sys/fs/cgroup" and self.cgroups:
-                continue  # hybrid host: v2 is at .../unified, done above
-            path = os.path.join(mount, rel.lstrip("/"), name)
-            os.makedirs(path, exist_ok=True)
-            self.cgroups.append(path)
-
-    def boot(self, timeout):
-        self._make_cgroups()
-        env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
-        procs_files = [os.path.join(c, "cgroup.procs") for c in self.cgroups]
-        # Enter our cgroups before exec, so nspawn's children start there.
-        enter = "; ".join(f"echo $$ > {shlex.quote(p)}" for p in procs_files)
-        cmd = ["sh", "-c", enter + '; exec "$@"', "sh",
-               "systemd-nspawn", "--quiet", "--directory", self.root,
-               "--machine", MACHINE, "--keep-unit", "--register=no",
-               "--private-network", "--console=read-only",
-               "--link-journal=no", "--resolv-conf=off", "--timezone=off",
-               "--boot"]
-        with open(self.console, "wb") as out:
-            self.nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                           stdout=out, stderr=subprocess.STDOUT,
-                                           env=env)
-        self.leader = wait_for("container PID 1", self._find_leader, timeout)
-        proc = self.guest(["systemctl", "is-system-running", "--wait"],
-                          timeout=timeout, check=False)
-        state = proc.stdout.strip()
-        if state not in ("running", "degraded"):
-            raise StepFailed(f"system state {state!r}")
-        failed = self.guest(["systemctl", "--failed", "--plain",
-                             "--no-legend"], timeout=10).stdout.strip()
-        return f"{state}" + (f" (failed: {failed})" if failed else "")
-
-    def _find_leader(self):
-        if self.nspawn.poll() is not None:
-            raise Abort(f"systemd-nspawn exited {self.nspawn.returncode}; "
-                        f"console:\n{self.console_tail()}")
-        for path in glob.glob("/proc/[0-9]*/status"):
-            try:
-                with open(path) as f:
-                    status = f.read()
-            except OSError:
-                continue
-            ppid = re.search(r"^PPid:\s+(\d+)", status, re.M)
-            nspid = re.search(r"^NSpid:\s+(.*)$", status, re.M)
-            if ppid and int(ppid.group(1)) == self.nspawn.pid and nspid \
-                    and nspid.group(1).split()[-1] == "1":
-                return int(path.split("/")[2])
-        return None
-
-    def console_tail(self, lines=30):
-        try:
-            with open(self.console, errors="replace") as f:
-                return "".join(f.readlines()[-lines:])
-        except OSError:
-            return ""
-
-    def guest(self, cmd, timeout=30, check=True, input_text=None):
-        full = ["nsenter", "--target", str(self.leader), "--all", "--root",
-                "--wd", "--", "env", "-i", *GUEST_ENV, *cmd]
-        if input_text is None:
-            return run(full, timeout=timeout, check=check)
-        try:
-            proc = subprocess.run(full, input=input_text, capture_output=True,
-                                  text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise StepFailed(f"timed out after {timeout}s: {shlex.join(cmd)}")
-        if check and proc.returncode != 0:
-            raise StepFailed(f"rc {proc.returncode}: {shlex.join(cmd)}\n"
-                             f"{(proc.stdout + proc.stderr).strip()}")
-        return proc
-
-    def write_file(self, path, text):
-        self.guest(["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"',
-                    "sh", path], input_text=text)
-
-    def read_file(self, path):
-        return self.guest(["cat", path]).stdout
-
-    def socket(self):
-        """A TCP socket in the container's network namespace."""
-        libc = ctypes.CDLL(None, use_errno=True)
-        with open(f"/proc/{self.leader}/ns/net") as theirs, \
-                open("/proc/self/ns/net") as ours:
-            if libc.setns(theirs.fileno(), CLONE_NEWNET) != 0:
-                raise StepFailed(f"setns: {os.strerror(ctypes.get_errno())}")
-            try:
-                return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            finally:
-                if libc.setns(ours.fileno(), CLONE_NEWNET) != 0:
-                    raise Abort("cannot return to the host's network namespace")
-
-    def teardown(self):
-        """Poweroff, wait, then kill what is left and remove the cgroups."""
-        notes = []
-        if self.nspawn and self.nspawn.poll() is None:
-            if self.leader:
-                try:
-                    self.guest(["systemctl", "poweroff", "--no-block"],
-                               timeout=10, check=False)
-                except StepFailed as e:
-                    notes.append(str(e))
-            try:
-                self.nspawn.wait(timeout=30)
-                notes.append("powered off")
-            except subprocess.TimeoutExpired:
-                notes.append("no poweroff within 30s, killing")
-        for cgroup in reversed(self.cgroups):
-            if not self._kill_cgroup(cgroup):
-                self.alive = True
-                notes.append(f"processes survive in {cgroup}")
-        if self.nspawn:
-            try:
-                self.nspawn.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.nspawn.kill()
-                self.nspawn.wait(timeout=10)
-        for cgroup in self.cgroups:
-            for dirpath, _, _ in sorted(os.walk(cgroup), reverse=True):
-                try:
-                    os.rmdir(dirpath)
-                except OSError as e:
-                    notes.append(f"cgroup {dirpath} left: {e.strerror}")
-        propagate = f"/run/systemd/nspawn/propagate/{MACHINE}"
-        if os.path.isdir(propagate):
-            try:
-                os.rmdir(propagate)
-            except OSError:
-                pass
-        return ", ".join(notes)
-
-    def _kill_cgroup(self, cgroup):
-        """Kill every process in CGROUP; True once it is empty."""
-        kill_file = os.path.join(cgroup, "cgroup.kill")
-        for _ in range(50):
-            pids = set()
-            for dirpath, _, files in os.walk(cgroup):
-                if "cgroup.procs" in files:
-                    with open(os.path.join(dirpath, "cgroup.procs")) as f:
-                        pids.update(int(p) for p in f.read().split())
-            if not pids:
-                return True
-            if os.path.exists(kill_file):
-                with open(kill_file, "w") as f:
-                    f.write("1")
-            else:
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            time.sleep(0.1)
-        return False
 
 
 # --- What the operator does, and what each step checks --------------------
@@ -806,8 +453,11 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    stale = clean_stale()
+    if stale:
+        log(f"removed leftovers of a killed run: {', '.join(stale)}")
     report = Report()
-    work = tempfile.mkdtemp(prefix="epolld-systest-", dir="/var/tmp")
+    work = tempfile.mkdtemp(prefix=f"{MACHINE}-{os.getpid()}-", dir="/var/tmp")
     ct = None
     try:
         got = {}
