@@ -310,46 +310,57 @@ int engine_run(struct engine *e, const struct engine_mode *m, uint64_t until)
 }
 
 /* This process's CPU time: shows whether the client was the bottleneck. */
-static uint64_t own_cpu_us(void)
+static int64_t own_cpu_us(void)
 {
 	struct rusage ru;
 	if (getrusage(RUSAGE_SELF, &ru) < 0)
-		return 0; /* cannot fail with RUSAGE_SELF and a valid pointer */
-	uint64_t s = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec);
-	return s * 1000000 + (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+		return -1; /* cannot fail with RUSAGE_SELF and a valid pointer */
+	int64_t s = (int64_t)ru.ru_utime.tv_sec + (int64_t)ru.ru_stime.tv_sec;
+	return s * 1000000 + (int64_t)ru.ru_utime.tv_usec + (int64_t)ru.ru_stime.tv_usec;
+}
+
+/* A /proc figure, or -1 after saying why it could not be read. */
+static int64_t proc_value(int (*get)(pid_t, uint64_t *), pid_t pid, const char *what)
+{
+	uint64_t v;
+	int r = get(pid, &v);
+	if (r == 0)
+		return (int64_t)v;
+	fprintf(stderr, "loadgen: reading %s of pid %ld: %s\n", what, (long)pid, strerror(-r));
+	return -1;
+}
+
+static void sample(const struct engine *e, struct engine_sample *s)
+{
+	pid_t pid = e->o->server_pid;
+	s->own_cpu_us = own_cpu_us();
+	s->own_wait_ns = proc_value(proc_wait_ns, 0, "scheduler wait");
+	s->srv_cpu_us = pid ? proc_value(proc_cpu_us, pid, "CPU time") : -1;
+	s->srv_wait_ns = pid ? proc_value(proc_wait_ns, pid, "scheduler wait") : -1;
+}
+
+static int64_t delta(int64_t before, int64_t after)
+{
+	return before < 0 || after < 0 ? -1 : after - before;
 }
 
 void engine_measure_begin(struct engine *e, uint64_t now)
 {
 	hist_reset(&e->res->hist);
 	e->res->ops = 0;
-	e->res->srv_cpu_us = -1;
 	e->t_measure = now;
 	e->measuring = true;
-	e->cpu_ok = false;
-	e->own_cpu0 = own_cpu_us();
-	if (e->o->server_pid == 0)
-		return;
-	int r = proc_cpu_us(e->o->server_pid, &e->cpu0);
-	if (r < 0)
-		fprintf(stderr, "loadgen: reading CPU time of pid %ld: %s\n",
-			(long)e->o->server_pid, strerror(-r));
-	e->cpu_ok = r == 0;
+	sample(e, &e->at_begin);
 }
 
 void engine_measure_end(struct engine *e, uint64_t now)
 {
+	struct engine_sample end;
+	sample(e, &end);
 	e->measuring = false;
 	e->res->ns = now - e->t_measure;
-	e->res->own_cpu_us = own_cpu_us() - e->own_cpu0;
-	uint64_t cpu1;
-	if (!e->cpu_ok)
-		return;
-	int r = proc_cpu_us(e->o->server_pid, &cpu1);
-	if (r < 0) {
-		fprintf(stderr, "loadgen: reading CPU time of pid %ld: %s\n",
-			(long)e->o->server_pid, strerror(-r));
-		return;
-	}
-	e->res->srv_cpu_us = (int64_t)(cpu1 - e->cpu0);
+	e->res->srv_cpu_us = delta(e->at_begin.srv_cpu_us, end.srv_cpu_us);
+	e->res->srv_wait_ns = delta(e->at_begin.srv_wait_ns, end.srv_wait_ns);
+	e->res->own_cpu_us = delta(e->at_begin.own_cpu_us, end.own_cpu_us);
+	e->res->own_wait_ns = delta(e->at_begin.own_wait_ns, end.own_wait_ns);
 }

@@ -24,6 +24,14 @@ struct client {
 	uint64_t t_op;    /* when the pending connect or request started */
 };
 
+/* CPU and scheduler figures at one instant; -1 where unknown. */
+struct engine_sample {
+	int64_t srv_cpu_us;
+	int64_t srv_wait_ns;
+	int64_t own_cpu_us;
+	int64_t own_wait_ns;
+};
+
 struct engine {
 	const struct lg_opts *o;
 	struct lg_result *res;
@@ -37,10 +45,8 @@ struct engine {
 	unsigned errors_shown;
 	uint64_t next_scan;  /* next time to look for timed-out slots */
 	bool measuring;
-	bool cpu_ok;
 	uint64_t t_measure;
-	uint64_t cpu0;
-	uint64_t own_cpu0;
+	struct engine_sample at_begin;
 };
 
 struct engine_mode {
@@ -75,7 +81,8 @@ bool engine_too_many_errors(const struct engine *e);
 int engine_run(struct engine *e, const struct engine_mode *m, uint64_t until);
 
 /* Start and stop the measured phase: latency histogram, op count, wall
- * time and server CPU time. */
+ * time, CPU time of the server and of this process, and how long each
+ * waited for its CPU (a sign that something else ran there). */
 void engine_measure_begin(struct engine *e, uint64_t now);
 void engine_measure_end(struct engine *e, uint64_t now);
 

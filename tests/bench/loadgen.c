@@ -256,16 +256,24 @@ static void print_latency(const struct hist *h)
 	       us(hist_quantile(h, 0.99)), us(hist_quantile(h, 0.999)), us(h->max));
 }
 
+/* A share of the measured wall time, in percent: " name=12.3", or nothing
+ * when the figure is unknown. */
+static void print_pct(const char *name, int64_t part_ns, uint64_t wall_ns)
+{
+	if (part_ns >= 0 && wall_ns > 0)
+		printf(" %s=%.1f", name, 100.0 * (double)part_ns / (double)wall_ns);
+}
+
 static void print_cpu(const struct lg_result *r, const char *per)
 {
-	double secs = (double)r->ns / 1e9;
-	if (secs > 0)
-		printf(" lg_cpu_pct=%.1f", (double)r->own_cpu_us / 1e4 / secs);
+	print_pct("lg_cpu_pct", r->own_cpu_us < 0 ? -1 : r->own_cpu_us * 1000, r->ns);
+	print_pct("lg_wait_pct", r->own_wait_ns, r->ns);
+	print_pct("srv_wait_pct", r->srv_wait_ns, r->ns);
 	if (r->srv_cpu_us < 0)
 		return;
+	print_pct("srv_cpu_pct", r->srv_cpu_us * 1000, r->ns);
 	double per_op = r->ops ? (double)r->srv_cpu_us / (double)r->ops : 0;
-	printf(" srv_cpu_us=%lld srv_cpu_pct=%.1f cpu_us_per_%s=%.3f", (long long)r->srv_cpu_us,
-	       secs > 0 ? (double)r->srv_cpu_us / 1e4 / secs : 0.0, per, per_op);
+	printf(" srv_cpu_us=%lld cpu_us_per_%s=%.3f", (long long)r->srv_cpu_us, per, per_op);
 }
 
 static void print_cycles(const struct lg_opts *o, const struct lg_result *r)

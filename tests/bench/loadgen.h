@@ -43,7 +43,9 @@ struct lg_result {
 	uint64_t errors;
 	uint64_t ns;          /* measured wall time */
 	int64_t srv_cpu_us;   /* server utime+stime over it; -1 if unknown */
-	uint64_t own_cpu_us;  /* the load generator's own utime+stime over it */
+	int64_t own_cpu_us;   /* the load generator's own utime+stime over it */
+	int64_t srv_wait_ns;  /* server's time waiting for its CPU; -1 if unknown */
+	int64_t own_wait_ns;  /* the same for the load generator */
 	uint64_t held;        /* hold: connections still open at the end */
 	int64_t rss_before;   /* hold: server VmRSS before / while holding */
 	int64_t rss_held;

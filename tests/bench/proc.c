@@ -12,7 +12,10 @@
 static int read_file(pid_t pid, const char *name, char *buf, size_t size)
 {
 	char path[64];
-	snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, name);
+	if (pid == 0)
+		snprintf(path, sizeof(path), "/proc/self/%s", name);
+	else
+		snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, name);
 	FILE *f = fopen(path, "re");
 	if (!f)
 		return -errno;
@@ -40,6 +43,20 @@ int proc_cpu_us(pid_t pid, uint64_t *us)
 	if (hz <= 0)
 		return -EINVAL;
 	*us = (utime + stime) * UINT64_C(1000000) / (uint64_t)hz;
+	return 0;
+}
+
+int proc_wait_ns(pid_t pid, uint64_t *ns)
+{
+	char buf[256];
+	int r = read_file(pid, "schedstat", buf, sizeof(buf));
+	if (r < 0)
+		return r;
+	/* on-CPU time, run_delay, timeslices */
+	unsigned long long wait;
+	if (sscanf(buf, "%*u %llu", &wait) != 1)
+		return -EINVAL;
+	*ns = wait;
 	return 0;
 }
 
