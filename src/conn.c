@@ -17,6 +17,7 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -27,13 +28,13 @@
 #include "log.h"
 #include "loop.h"
 #include "server.h"
+#include "state.h"
 
-#define REPLY "Hi!"
-#define REPLY_LEN 3u
-/* Past this many unwritten replies we stop reading the connection: a
- * client that never reads cannot make us hold more than this. */
-#define PENDING_REPLIES_MAX 64u
-#define PENDING_MAX (PENDING_REPLIES_MAX * REPLY_LEN)
+#define REPLY CONN_REPLY
+#define REPLY_LEN CONN_REPLY_LEN
+#define PENDING_MAX CONN_PENDING_MAX
+
+static void update_interest(struct server *s, int fd, struct conn *c);
 
 static char scratch[64 * 1024];
 static char replies[PENDING_MAX];
@@ -46,7 +47,7 @@ int conn_table_init(struct server *s, uint32_t size)
 
         if (p == MAP_FAILED)
                 return -errno;
-        for (uint32_t i = 0; i < PENDING_REPLIES_MAX; i++)
+        for (uint32_t i = 0; i < PENDING_MAX / REPLY_LEN; i++)
                 memcpy(replies + i * REPLY_LEN, REPLY, REPLY_LEN);
         s->conns = p;
         s->table_size = size;
@@ -61,16 +62,17 @@ void conn_table_deinit(struct server *s)
         s->conns = NULL;
 }
 
-static void log_accept(const struct conn *c, int fd, const struct sockaddr *peer)
+/* "accepted"/"adopted connection #ID from ADDR:PORT (fd N)", with the
+ * peer as journal fields. */
+static void log_peer(const char *event, const struct conn *c, int fd, const struct sockaddr *peer)
 {
-        char host[ADDR_TEXT_MAX];
-        struct log_fields f = { .event = "accept", .remote_addr = host, .conn_id = c->id };
+        char host[ADDR_TEXT_MAX], text[ADDR_TEXT_MAX];
+        struct log_fields f = { .event = event, .remote_addr = host, .conn_id = c->id };
 
         addr_host(peer, host, &f.remote_port);
-        log_write(LOG_INFO, &f, peer->sa_family == AF_INET6
-                                    ? "accepted connection #%llu from [%s]:%u (fd %d)"
-                                    : "accepted connection #%llu from %s:%u (fd %d)",
-                  (unsigned long long)c->id, host, f.remote_port, fd);
+        addr_format(peer, text);
+        log_write(LOG_INFO, &f, "%s connection #%llu from %s (fd %d)",
+                  event[1] == 'c' ? "accepted" : "adopted", (unsigned long long)c->id, text, fd);
 }
 
 static void conn_open(struct server *s, int fd, const struct sockaddr *peer)
@@ -92,7 +94,62 @@ static void conn_open(struct server *s, int fd, const struct sockaddr *peer)
                 s->max_fd = fd;
         idle_add(s, fd);
         if (log_enabled(LOG_INFO) && log_allow(LOG_LIMIT_ACCEPT))
-                log_accept(c, fd, peer);
+                log_peer("accept", c, fd, peer);
+}
+
+static int make_nonblocking(int fd)
+{
+        int flags = fcntl(fd, F_GETFL);
+
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+            fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+                return -errno;
+        return 0;
+}
+
+static void log_adopt(const struct conn *c, int fd)
+{
+        struct sockaddr_storage peer = { 0 };
+        socklen_t len = sizeof(peer);
+
+        if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0)
+                peer.ss_family = AF_UNSPEC;
+        log_peer("adopt", c, fd, (struct sockaddr *)&peer);
+}
+
+int conn_adopt(struct server *s, int fd, const struct state_record *r)
+{
+        struct conn *c;
+        int err = (uint32_t)fd < s->table_size ? make_nonblocking(fd) : -EBADF;
+
+        if (err == 0)
+                err = loop_add(s, fd, EPOLLIN, tag_make(TAG_CONN, s->conns[fd].gen, (uint32_t)fd));
+        if (err < 0) {
+                log_warning("cannot adopt connection fd %d: %s; closing it", fd, strerror(-err));
+                if (close(fd) < 0)
+                        log_warning("close of fd %d failed: %s", fd, strerror(errno));
+                return err;
+        }
+        c = &s->conns[fd];
+        *c = (struct conn){ .id = r ? r->id : ++s->stats.accepted, .gen = c->gen,
+                            .events = EPOLLIN, .flags = CONN_OPEN, .idle_prev = -1,
+                            .idle_next = -1 };
+        if (r) {
+                c->replies = r->replies;
+                c->pending = r->pending;
+                c->flags |= (uint8_t)(r->flags & CONN_EOF);
+        }
+        s->n_conns++;
+        if (fd > s->max_fd)
+                s->max_fd = fd;
+        idle_add(s, fd);
+        if (log_enabled(LOG_INFO) && log_allow(LOG_LIMIT_ACCEPT))
+                log_adopt(c, fd);
+        if (c->flags & CONN_EOF && !c->pending)
+                conn_close(s, fd, "closed by peer");
+        else
+                update_interest(s, fd, c);
+        return 0;
 }
 
 /* Returns false when accepting must stop for now. */

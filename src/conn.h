@@ -5,6 +5,13 @@
 #include <stdint.h>
 
 struct server;
+struct state_record;
+
+#define CONN_REPLY "Hi!"
+#define CONN_REPLY_LEN 3u
+/* Past this many unwritten reply bytes we stop reading the connection: a
+ * client that never reads cannot make us hold more than this. */
+#define CONN_PENDING_MAX (64u * CONN_REPLY_LEN)
 
 /* Kept small on purpose (40 bytes, inside one cache line): a held idle
  * connection costs this and nothing else in user space. */
@@ -34,6 +41,10 @@ void conn_accept(struct server *s, uint32_t idx);
 
 /* One epoll event for a connection; TAG carries fd and generation. */
 void conn_on_event(struct server *s, uint64_t tag, uint32_t events);
+
+/* Takes on an inherited connected socket, with its saved state R if there
+ * is one (else fresh). On failure closes FD and returns -errno. */
+int conn_adopt(struct server *s, int fd, const struct state_record *r);
 
 void conn_close(struct server *s, int fd, const char *why);
 void conn_close_all(struct server *s);

@@ -117,8 +117,12 @@ void idle_add(struct server *s, int fd)
 
 void idle_touch(struct server *s, int fd)
 {
-        if (!s->cfg.idle_timeout || s->idle_tail == fd)
+        if (!s->cfg.idle_timeout)
                 return;
+        if (s->idle_tail == fd) {
+                s->conns[fd].last_ms = s->now_ms; /* already last in line */
+                return;
+        }
         unlink_conn(s, fd);
         append(s, fd);
 }

@@ -1,5 +1,10 @@
 /* listener.c - listening sockets and when they take part in the loop.
  *
+ * Listeners come from three places: a .socket unit (socket activation),
+ * systemd's fd store (ours, kept across a restart), or bind() from the
+ * configuration. Whatever we bind ourselves also goes to the fd store, so a
+ * restart does not refuse new clients while the new process starts.
+ *
  * Accepting pauses for two independent reasons, kept as bits: the
  * connection limit (resumed when a connection closes) and a shortage of
  * descriptors (resumed from a timer, as nginx does, because no event tells
@@ -11,12 +16,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
+#include "fdstore.h"
 #include "log.h"
 #include "loop.h"
 
@@ -25,6 +32,20 @@
 const char *listener_name(const struct listener *l)
 {
         return l->name;
+}
+
+/* The fd store name of a listener we bound: "listen_" and the address,
+ * with ':' (the name separator of LISTEN_FDNAMES) turned into '_'. */
+static void own_fdname(struct listener *l)
+{
+        size_t n = strnlen(l->name, sizeof(l->name) - 1);
+
+        memcpy(l->fdname, "listen_", 7);
+        memcpy(l->fdname + 7, l->name, n);
+        l->fdname[7 + n] = '\0';
+        for (char *p = l->fdname; *p; p++)
+                if (*p == ':')
+                        *p = '_';
 }
 
 static int open_socket(const struct addr *a, int backlog)
@@ -58,9 +79,9 @@ static int bind_one(struct listener *l, const struct addr *a, uint32_t backlog)
 {
         int fd;
 
-        l->addr = *a;
-        l->activated = false;
+        *l = (struct listener){ .addr = *a };
         addr_format(&l->addr.u.sa, l->name);
+        own_fdname(l);
         fd = open_socket(&l->addr, (int)backlog);
         if (fd < 0) {
                 log_err("cannot listen on %s: %s", l->name, strerror(-fd));
@@ -70,64 +91,32 @@ static int bind_one(struct listener *l, const struct addr *a, uint32_t backlog)
         return 0;
 }
 
-static int bind_all(struct server *s)
+/* An inherited socket is checked, never trusted, and made non-blocking
+ * here: a .socket unit without NonBlocking=yes passes blocking ones. */
+int listeners_adopt(struct server *s, int fd, const char *fdname, bool activated)
 {
-        for (unsigned i = 0; i < s->cfg.n_listen; i++) {
-                int r = bind_one(&s->listeners[i], &s->cfg.listen[i], s->cfg.backlog);
-
-                if (r < 0)
-                        return r;
-                s->n_listeners++;
-                log_info("listening on %s", s->listeners[i].name);
-        }
-        return 0;
-}
-
-/* A socket from systemd is checked, never trusted: it must be a listening
- * TCP socket, and it is made non-blocking here because a .socket unit
- * without NonBlocking=yes passes blocking ones. */
-static int adopt_one(struct listener *l, int fd)
-{
+        struct listener *l = &s->listeners[s->n_listeners];
         int flags, r = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0);
 
-        if (r <= 0) {
+        if (r <= 0 || s->n_listeners == CONFIG_MAX_LISTEN) {
                 log_err("socket activation: fd %d is not a listening TCP socket%s%s", fd,
                         r < 0 ? ": " : "", r < 0 ? strerror(-r) : "");
-                return r < 0 ? r : -ENOTSOCK;
+                return r < 0 ? r : -EINVAL;
         }
-        l->fd = fd;
-        l->activated = true;
+        *l = (struct listener){ .fd = fd, .activated = activated };
+        snprintf(l->fdname, sizeof(l->fdname), "%s", fdname);
         l->addr.len = sizeof(l->addr.u);
         if (getsockname(fd, &l->addr.u.sa, &l->addr.len) < 0 ||
             (flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
             fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
                 r = -errno;
-                log_err("socket activation: cannot set up fd %d: %s", fd, strerror(-r));
+                log_err("cannot set up inherited listener fd %d: %s", fd, strerror(-r));
                 return r;
         }
         addr_format(&l->addr.u.sa, l->name);
-        return 0;
-}
-
-static int adopt_all(struct server *s, int n)
-{
-        if (n > CONFIG_MAX_LISTEN) {
-                log_err("socket activation: %d sockets passed, at most %d are supported", n,
-                        CONFIG_MAX_LISTEN);
-                return -E2BIG;
-        }
-        log_info("socket activation: %d socket(s) passed; ignoring the listen setting", n);
-        for (int i = 0; i < n; i++) {
-                /* Counted first, so that listeners_close() closes it even
-                 * if it is refused. */
-                s->listeners[s->n_listeners++].fd = SD_LISTEN_FDS_START + i;
-                int r = adopt_one(&s->listeners[i], SD_LISTEN_FDS_START + i);
-
-                if (r < 0)
-                        return r;
-                log_info("using socket-activated listener %s (fd %d)", s->listeners[i].name,
-                         s->listeners[i].fd);
-        }
+        s->n_listeners++;
+        if (activated)
+                log_info("using socket-activated listener %s (fd %d)", l->name, fd);
         return 0;
 }
 
@@ -147,8 +136,31 @@ static int open_timer(struct server *s)
         return r;
 }
 
-static int add_all_to_loop(struct server *s)
+/* Socket activation wins over our own stored listeners: drop those. */
+static void drop_stored(struct server *s)
 {
+        unsigned kept = 0;
+
+        for (unsigned i = 0; i < s->n_listeners; i++) {
+                struct listener *l = &s->listeners[i];
+
+                if (l->activated) {
+                        s->listeners[kept++] = *l;
+                        continue;
+                }
+                log_info("socket activation: dropping stored listener %s", l->name);
+                fdstore_remove(s, l->fdname);
+                if (close(l->fd) < 0)
+                        log_warning("close of listener %s failed: %s", l->name, strerror(errno));
+        }
+        s->n_listeners = kept;
+}
+
+static int use_activated(struct server *s)
+{
+        drop_stored(s);
+        log_info("socket activation: %u socket(s) passed; ignoring the listen setting",
+                 s->n_listeners);
         for (unsigned i = 0; i < s->n_listeners; i++) {
                 int r = add_to_loop(s, i);
 
@@ -161,19 +173,25 @@ static int add_all_to_loop(struct server *s)
         return 0;
 }
 
+static bool any_activated(const struct server *s)
+{
+        for (unsigned i = 0; i < s->n_listeners; i++)
+                if (s->listeners[i].activated)
+                        return true;
+        return false;
+}
+
 int listeners_open(struct server *s)
 {
-        int n, r = open_timer(s);
+        int r = open_timer(s);
 
         if (r < 0)
                 return r;
-        n = sd_listen_fds(1);
-        if (n < 0) {
-                log_err("socket activation: sd_listen_fds failed: %s", strerror(-n));
-                return n;
-        }
-        r = n > 0 ? adopt_all(s, n) : bind_all(s);
-        return r < 0 ? r : add_all_to_loop(s);
+        if (any_activated(s))
+                return use_activated(s);
+        /* Stored listeners that match the configuration are kept; the
+         * rest is bound, exactly as a reload would do it. */
+        return listeners_reconfigure(s, &s->cfg);
 }
 
 void listeners_close(struct server *s)
@@ -277,17 +295,30 @@ static void close_where(struct listener *l, unsigned n, const bool *which, bool 
                         log_warning("close of listener %s failed: %s", l[i].name, strerror(errno));
 }
 
+/* Announces and stores what changed: listeners gone leave the fd store,
+ * new ones enter it. */
+static void announce(struct server *s, const struct listener *next, unsigned n, const bool *kept,
+                     const bool *opened)
+{
+        for (unsigned i = 0; i < s->n_listeners; i++) {
+                if (kept[i])
+                        continue;
+                log_info("no longer listening on %s", s->listeners[i].name);
+                fdstore_remove(s, s->listeners[i].fdname);
+        }
+        for (unsigned i = 0; i < n; i++) {
+                if (!opened[i])
+                        continue;
+                log_info("listening on %s", next[i].name);
+                fdstore_push_listener(s, &next[i]);
+        }
+}
+
 /* Puts the new set in place: closes what is gone, re-tags what stays (its
  * index may have moved) and registers what is new. */
 static void commit(struct server *s, struct listener *next, unsigned n, const bool *kept,
-                   const bool *opened, uint32_t backlog)
+                   uint32_t backlog)
 {
-        for (unsigned i = 0; i < s->n_listeners; i++)
-                if (!kept[i])
-                        log_info("no longer listening on %s", s->listeners[i].name);
-        for (unsigned i = 0; i < n; i++)
-                if (opened[i])
-                        log_info("listening on %s", next[i].name);
         close_where(s->listeners, s->n_listeners, kept, false);
         memcpy(s->listeners, next, n * sizeof(*next));
         s->n_listeners = n;
@@ -312,7 +343,7 @@ int listeners_reconfigure(struct server *s, const struct config *next)
         struct listener fresh[CONFIG_MAX_LISTEN];
         bool kept[CONFIG_MAX_LISTEN] = { false }, opened[CONFIG_MAX_LISTEN] = { false };
 
-        if (s->n_listeners && s->listeners[0].activated)
+        if (any_activated(s))
                 return 0; /* systemd's sockets are the listeners; listen is ignored */
         for (unsigned i = 0; i < next->n_listen; i++) {
                 int old = find_listener(s, &next->listen[i]);
@@ -330,6 +361,7 @@ int listeners_reconfigure(struct server *s, const struct config *next)
                 }
                 opened[i] = true;
         }
-        commit(s, fresh, next->n_listen, kept, opened, next->backlog);
+        announce(s, fresh, next->n_listen, kept, opened);
+        commit(s, fresh, next->n_listen, kept, next->backlog);
         return 0;
 }

@@ -4,8 +4,13 @@
 
 #include "server.h"
 
-/* Binds every address of s->cfg; on failure logs which address and why,
- * closes what it opened, and returns -errno. */
+/* Takes on an inherited listening socket (from a .socket unit when
+ * ACTIVATED, else our own from the fd store); -errno if it is not one. */
+int listeners_adopt(struct server *s, int fd, const char *fdname, bool activated);
+
+/* After inherit_all(): serves the activated sockets if there are any, else
+ * keeps the stored listeners the configuration still lists and binds the
+ * rest. On failure logs which address and why and returns -errno. */
 int listeners_open(struct server *s);
 void listeners_close(struct server *s);
 

@@ -2,7 +2,7 @@
  *
  * The back end is chosen once at start: if stderr is the journal's stream
  * (JOURNAL_STREAM names stderr's device and inode, as sd_journal_stream_fd(3)
- * describes) we send native entries with sd_journal_sendv() so that fields
+ * describes, and journald's socket exists) we send native entries with sd_journal_sendv() so that fields
  * like REMOTE_ADDR= can be queried; otherwise one "level: message" line per
  * call, written with a single write(2) so lines from one process never
  * interleave.
@@ -56,9 +56,19 @@ static bool stderr_is_journal(void)
         return st.st_dev == (dev_t)dev && st.st_ino == (ino_t)ino;
 }
 
+/* sd_journal_sendv() reports success when journald's socket is missing
+ * (it drops the entry on purpose), so check that the socket is there
+ * before choosing it over stderr. */
+static bool journal_socket_present(void)
+{
+        struct stat st;
+
+        return stat("/run/systemd/journal/socket", &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
 void log_init(void)
 {
-        journal = stderr_is_journal();
+        journal = stderr_is_journal() && journal_socket_present();
 }
 
 bool log_to_journal(void)

@@ -112,6 +112,7 @@ int loop_run(struct server *s)
                         idle_clock(s);
                 for (int i = 0; i < n; i++)
                         dispatch(s, &s->events[i]);
+                notify_after_batch(s);
         }
         return 0;
 }

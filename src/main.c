@@ -111,7 +111,7 @@ int main(int argc, char **argv)
                 return EX_CONFIG;
         }
         log_set_max_priority(cfg.log_level);
-        if (server_init(&server, &cfg, path) < 0) {
+        if (server_init(&server, &cfg, path, argv) < 0) {
                 server_deinit(&server);
                 return EX_OSERR;
         }

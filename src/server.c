@@ -1,8 +1,9 @@
 /* server.c - the start, stop and reload sequences of the daemon.
  *
- * Start: descriptor limit, epoll set, signals, timers, the connection table,
- * then the listeners, last, so nothing is accepted before everything else
- * is in place. Stop: listeners first (no new clients), then connections.
+ * Start: descriptor limit, the connection table, epoll set, signals, timers,
+ * then what we inherited (sockets, connections) and the listeners, last, so
+ * nothing is accepted before everything else is in place; then root is
+ * dropped. Stop: listeners first (no new clients), then connections.
  * Reload: parse into a fresh struct config; only if it is whole and its new
  * listeners could be opened is it swapped in. Failure changes nothing.
  */
@@ -13,12 +14,15 @@
 #include <sys/resource.h>
 
 #include "conn.h"
+#include "fdstore.h"
 #include "idle.h"
+#include "inherit.h"
 #include "listener.h"
 #include "log.h"
 #include "loop.h"
 #include "notify.h"
 #include "privileges.h"
+#include "reexec.h"
 #include "sig.h"
 
 /* Descriptors the daemon needs besides connections: stdio, epoll, signalfd,
@@ -78,13 +82,19 @@ static void log_started(const struct server *s)
                  (unsigned)s->cfg.idle_timeout, log_level_name(s->cfg.log_level));
 }
 
-int server_init(struct server *s, const struct config *cfg, const char *config_path)
+int server_init(struct server *s, const struct config *cfg, const char *config_path,
+                char **argv)
 {
         int r;
 
         *s = (struct server){ .cfg = *cfg, .config_path = config_path, .epfd = -1,
                               .accept_timer_fd = -1, .idle_timer_fd = -1, .signal_fd = -1,
                               .notify = { .status_fd = -1, .watchdog_fd = -1 } };
+        r = reexec_init(s, argv);
+        if (r < 0) {
+                log_err("cannot record the path of the binary: %s", strerror(-r));
+                return r;
+        }
         r = conn_table_init(s, raise_nofile());
         if (r < 0) {
                 log_err("cannot reserve the connection table: %s", strerror(-r));
@@ -96,7 +106,8 @@ int server_init(struct server *s, const struct config *cfg, const char *config_p
                 return r;
         }
         if ((r = sig_init(s)) < 0 || (r = idle_init(s)) < 0 || (r = notify_init(s)) < 0 ||
-            (r = listeners_open(s)) < 0 || (r = privileges_drop(s->cfg.user)) < 0)
+            (r = inherit_all(s)) < 0 || (r = listeners_open(s)) < 0 ||
+            (r = privileges_drop(s->cfg.user)) < 0)
                 return r;
         apply_max_connections(s);
         log_started(s);
@@ -123,6 +134,9 @@ int server_run(struct server *s)
         notify_ready(s);
         r = loop_run(s);
         notify_stopping(s);
+        /* Under systemd the connections outlive us in its fd store: a
+         * restart's new process adopts them, a stop closes them. */
+        fdstore_push_connections(s);
         log_notice("stopping: closing %u connection(s); %llu accepted, %llu replies in all",
                    (unsigned)s->n_conns, (unsigned long long)s->stats.accepted,
                    (unsigned long long)s->stats.replies);

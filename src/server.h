@@ -18,8 +18,9 @@ struct conn;
 struct listener {
         int fd;
         struct addr addr;
-        bool activated; /* passed by systemd, not bound by us */
+        bool activated; /* from a .socket unit, not bound by us */
         char name[ADDR_TEXT_MAX];
+        char fdname[ADDR_TEXT_MAX + 8]; /* LISTEN_FDNAMES / FDNAME= name */
 };
 
 /* Why accepting is paused; listeners are in the epoll set iff none. */
@@ -45,6 +46,8 @@ struct notify_state {
 struct server {
         struct config cfg;
         const char *config_path; /* NULL: built-in defaults */
+        char **argv;             /* for re-exec */
+        char exec_path[4096];
 
         int epfd;
         struct epoll_event *events;
@@ -74,7 +77,8 @@ struct server {
 };
 
 /* The start and stop sequence, and reload (server.c). */
-int server_init(struct server *s, const struct config *cfg, const char *config_path);
+int server_init(struct server *s, const struct config *cfg, const char *config_path,
+                char **argv);
 void server_deinit(struct server *s);
 int server_run(struct server *s);
 void server_reload(struct server *s);

@@ -1,4 +1,4 @@
-/* sig.c - SIGTERM/SIGINT stop, SIGHUP reloads; all through one signalfd, so
+/* sig.c - SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR2 re-execs; all through one signalfd, so
  * a signal is just another event in the loop and no handler runs at an
  * arbitrary point of the code. */
 #include "sig.h"
@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "loop.h"
+#include "reexec.h"
 #include "server.h"
 
 static void handled_set(sigset_t *set)
@@ -19,6 +20,7 @@ static void handled_set(sigset_t *set)
         sigaddset(set, SIGTERM);
         sigaddset(set, SIGINT);
         sigaddset(set, SIGHUP);
+        sigaddset(set, SIGUSR2);
 }
 
 int sig_init(struct server *s)
@@ -67,6 +69,9 @@ static void on_signal(struct server *s, int signo)
                 break;
         case SIGHUP:
                 server_reload(s);
+                break;
+        case SIGUSR2:
+                reexec(s);
                 break;
         default:
                 break;

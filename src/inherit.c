@@ -1,0 +1,179 @@
+/* inherit.c - adopting the descriptors we are born with.
+ *
+ * Three ways lead here, and all take this one path: a .socket unit passes
+ * listening sockets (named after the unit, or "unknown"); after
+ * `systemctl restart` PID 1 adds what we put in its fd store ("conn",
+ * "state", "listen_ADDR"); after SIGUSR2 our own previous image passes the
+ * same names, plus "x" for descriptors it could not help passing (its epoll
+ * fd, timers, ...). The order of the fds means nothing: the state is
+ * matched to connections by socket inode.
+ *
+ * A bad socket from the .socket unit stops the start (the operator has to
+ * fix the unit); a bad stored fd is closed with a log line, so one bad fd
+ * never costs the other connections.
+ */
+#include "inherit.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "conn.h"
+#include "fdstore.h"
+#include "listener.h"
+#include "log.h"
+#include "server.h"
+#include "state.h"
+
+struct found {
+        int state_fd;
+        int *conns;
+        unsigned n_conns;
+        bool stored_conns, stored_state;
+};
+
+static void close_fd(int fd, const char *name, const char *why)
+{
+        if (why)
+                log_warning("inherited fd %d (%s) %s; closing it", fd, name, why);
+        if (close(fd) < 0)
+                log_warning("close of inherited fd %d failed: %s", fd, strerror(errno));
+}
+
+static bool is_connected_tcp(int fd)
+{
+        return sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 0, 0) > 0;
+}
+
+static bool is_listening_tcp(int fd)
+{
+        return sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0;
+}
+
+/* Returns -EINVAL for a bad socket from a .socket unit, else 0. */
+static int classify(struct server *s, struct found *f, int fd, const char *name)
+{
+        if (strcmp(name, "x") == 0) {
+                close_fd(fd, name, NULL); /* our previous image's own fds */
+        } else if (strcmp(name, "conn") == 0) {
+                f->stored_conns = true;
+                if (is_connected_tcp(fd))
+                        f->conns[f->n_conns++] = fd;
+                else
+                        close_fd(fd, name, "is not a connected TCP socket");
+        } else if (strcmp(name, "state") == 0) {
+                f->stored_state = true;
+                if (f->state_fd < 0)
+                        f->state_fd = fd;
+                else
+                        close_fd(fd, name, "is a second state file");
+        } else if (strncmp(name, "listen_", 7) == 0) {
+                if (!is_listening_tcp(fd) || listeners_adopt(s, fd, name, false) < 0)
+                        close_fd(fd, name, "is not a usable listening TCP socket");
+        } else if (listeners_adopt(s, fd, name, true) < 0) {
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static void load_state(struct found *f, struct state *st)
+{
+        char why[256];
+
+        if (f->state_fd < 0)
+                return;
+        if (state_read(f->state_fd, st, why, sizeof(why)) < 0)
+                log_warning("ignoring the inherited connection state: %s; "
+                            "connections get fresh state", why);
+        close_fd(f->state_fd, "state", NULL);
+        f->state_fd = -1;
+}
+
+static void adopt_connections(struct server *s, struct found *f)
+{
+        struct state st = { 0 };
+        unsigned adopted = 0;
+
+        load_state(f, &st);
+        if (st.next_id > s->stats.accepted)
+                s->stats.accepted = st.next_id;
+        s->stats.replies += st.replies;
+        for (unsigned i = 0; i < f->n_conns; i++) {
+                struct stat sb;
+                const struct state_record *r = NULL;
+
+                if (fstat(f->conns[i], &sb) == 0)
+                        r = state_find(&st, sb.st_ino);
+                adopted += conn_adopt(s, f->conns[i], r) == 0;
+        }
+        if (f->n_conns)
+                log_notice("adopted %u of %u inherited connection(s)", adopted, f->n_conns);
+        state_free(&st);
+}
+
+static bool ours(const char *name)
+{
+        return strcmp(name, "x") == 0 || strcmp(name, "conn") == 0 ||
+               strcmp(name, "state") == 0 || strncmp(name, "listen_", 7) == 0;
+}
+
+/* More sockets from a .socket unit than we can serve is a unit to fix. */
+static int count_activated(int n, char **names)
+{
+        int activated = 0;
+
+        for (int i = 0; i < n; i++)
+                activated += !(names && names[i] && ours(names[i]));
+        if (activated <= CONFIG_MAX_LISTEN)
+                return 0;
+        log_err("socket activation: %d sockets passed, at most %d are supported", activated,
+                CONFIG_MAX_LISTEN);
+        return -E2BIG;
+}
+
+int inherit_all(struct server *s)
+{
+        struct found f = { .state_fd = -1 };
+        char **names = NULL;
+        int n = sd_listen_fds_with_names(1, &names), r = 0;
+
+        if (n <= 0) {
+                if (n < 0)
+                        log_err("sd_listen_fds_with_names failed: %s", strerror(-n));
+                return n;
+        }
+        r = count_activated(n, names);
+        f.conns = calloc((size_t)n, sizeof(*f.conns));
+        for (int i = 0; i < n; i++) {
+                const char *name = names && names[i] ? names[i] : "unknown";
+
+                if (!f.conns || r < 0)
+                        close_fd(SD_LISTEN_FDS_START + i, name, NULL);
+                else
+                        r = classify(s, &f, SD_LISTEN_FDS_START + i, name);
+        }
+        if (!f.conns && r == 0) {
+                log_err("out of memory adopting %d inherited fds", n);
+                r = -ENOMEM;
+        }
+        if (r == 0)
+                adopt_connections(s, &f);
+        for (unsigned i = 0; r < 0 && i < f.n_conns; i++)
+                close_fd(f.conns[i], "conn", NULL);
+        if (r < 0 && f.state_fd >= 0)
+                close_fd(f.state_fd, "state", NULL);
+        /* PID 1 still holds copies; they would keep closed sockets open. */
+        if (f.stored_conns)
+                fdstore_remove(s, "conn");
+        if (f.stored_state)
+                fdstore_remove(s, "state");
+        free(f.conns);
+        for (int i = 0; names && i < n; i++)
+                free(names[i]);
+        free(names);
+        return r;
+}

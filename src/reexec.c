@@ -1,0 +1,176 @@
+/* reexec.c - in-place upgrade: execve() ourselves with our sockets.
+ *
+ * The new image is started exactly as systemd starts us after a restart:
+ * fds 3..N with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID, adopted by the
+ * one path in inherit.c. It keeps our PID, so systemd keeps supervising it.
+ *
+ * The LISTEN_FDS protocol wants fds 3..N without gaps, and ours are
+ * scattered among the epoll fd, timers and closed slots. Moving fds around
+ * would be hard to undo if execve() failed, and a log line written during
+ * such a shuffle could land in a client's connection. So nothing is moved:
+ * every fd from 3 to the highest one is passed as it is (close-on-exec
+ * cleared), gaps are filled with a copy of the state memfd, and whatever is
+ * not a socket of ours is named "x" for the new image to close. Undoing it
+ * is restoring close-on-exec and closing the fillers.
+ */
+#include "reexec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "log.h"
+#include "notify.h"
+#include "server.h"
+#include "state.h"
+
+/* The kernel's limit for one environment string (MAX_ARG_STRLEN). */
+#define ENV_STRING_MAX (32 * 4096)
+
+struct plan {
+        int state_fd;
+        int top;          /* highest fd passed */
+        char *names;      /* LISTEN_FDNAMES value */
+        int *fillers;     /* gaps we filled, to close on failure */
+        unsigned n_fillers;
+};
+
+int reexec_init(struct server *s, char **argv)
+{
+        char cwd[PATH_MAX];
+
+        s->argv = argv;
+        /* The path we were started from, not /proc/self/exe: that is the
+         * old image even after a new binary was installed at the path. A
+         * name without '/' was found in PATH and is looked up again. */
+        if (argv[0][0] == '/' || !strchr(argv[0], '/')) {
+                snprintf(s->exec_path, sizeof(s->exec_path), "%s", argv[0]);
+                return 0;
+        }
+        if (!getcwd(cwd, sizeof(cwd)))
+                return -errno;
+        if (snprintf(s->exec_path, sizeof(s->exec_path), "%s/%s", cwd, argv[0]) >=
+            (int)sizeof(s->exec_path))
+                return -ENAMETOOLONG;
+        return 0;
+}
+
+static const char *name_of(const struct server *s, const struct plan *p, int fd)
+{
+        if (fd == p->state_fd)
+                return "state";
+        if (fd <= s->max_fd && s->conns[fd].flags & CONN_OPEN)
+                return "conn";
+        for (unsigned i = 0; i < s->n_listeners; i++)
+                if (s->listeners[i].fd == fd)
+                        return s->listeners[i].fdname;
+        return "x";
+}
+
+static int highest_fd(const struct server *s, int state_fd)
+{
+        int top = state_fd > s->max_fd ? state_fd : s->max_fd;
+
+        for (unsigned i = 0; i < s->n_listeners; i++)
+                if (s->listeners[i].fd > top)
+                        top = s->listeners[i].fd;
+        return top;
+}
+
+/* Clears close-on-exec on fd, or fills the gap there. */
+static int pass_fd(struct plan *p, int fd)
+{
+        if (fcntl(fd, F_GETFD) < 0) {
+                if (errno != EBADF || dup2(p->state_fd, fd) < 0)
+                        return -errno;
+                p->fillers[p->n_fillers++] = fd;
+                return 0; /* dup2 leaves close-on-exec off */
+        }
+        return fcntl(fd, F_SETFD, 0) < 0 ? -errno : 0;
+}
+
+static void undo(struct plan *p)
+{
+        for (int fd = 3; fd <= p->top; fd++)
+                if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 && errno != EBADF)
+                        log_warning("cannot restore close-on-exec on fd %d: %s", fd,
+                                    strerror(errno));
+        for (unsigned i = 0; i < p->n_fillers; i++)
+                close(p->fillers[i]);
+        unsetenv("LISTEN_FDS");
+        unsetenv("LISTEN_FDNAMES");
+        unsetenv("LISTEN_PID");
+}
+
+/* Builds LISTEN_FDNAMES and readies every fd; -errno with nothing to undo
+ * beyond what undo() handles. */
+static int prepare(struct server *s, struct plan *p)
+{
+        size_t len = 0, cap = (size_t)(p->top - 2) * 8 + 64;
+        char num[32];
+        int r;
+
+        p->names = malloc(cap);
+        p->fillers = calloc((size_t)(p->top - 2), sizeof(int));
+        if (!p->names || !p->fillers)
+                return -ENOMEM;
+        for (int fd = 3; fd <= p->top; fd++) {
+                const char *name = name_of(s, p, fd);
+                size_t n = strlen(name);
+
+                if (len + n + 2 > cap || len + n + 2 > ENV_STRING_MAX - 32)
+                        return -E2BIG;
+                memcpy(p->names + len, name, n);
+                len += n;
+                p->names[len++] = fd < p->top ? ':' : '\0';
+                if ((r = pass_fd(p, fd)) < 0)
+                        return r;
+        }
+        snprintf(num, sizeof(num), "%d", p->top - 2);
+        if (setenv("LISTEN_FDS", num, 1) < 0 || setenv("LISTEN_FDNAMES", p->names, 1) < 0)
+                return -errno;
+        snprintf(num, sizeof(num), "%d", (int)getpid());
+        return setenv("LISTEN_PID", num, 1) < 0 ? -errno : 0;
+}
+
+void reexec(struct server *s)
+{
+        struct plan p = { .state_fd = -1 };
+        char status[128];
+        int r;
+
+        log_notice("SIGUSR2: re-executing %s with %u connection(s)", s->exec_path,
+                   (unsigned)s->n_conns);
+        notify_reloading(s);
+        p.state_fd = state_write(s);
+        if (p.state_fd < 0) {
+                r = p.state_fd;
+                goto failed;
+        }
+        p.top = highest_fd(s, p.state_fd);
+        r = prepare(s, &p);
+        if (r == 0) {
+                /* From here to execve nothing logs: fds are not moved, but
+                 * stay on the safe side of a client's socket. */
+                if (strchr(s->exec_path, '/'))
+                        execv(s->exec_path, s->argv);
+                else
+                        execvp(s->exec_path, s->argv);
+                r = -errno;
+        }
+        undo(&p);
+failed:
+        if (p.state_fd >= 0)
+                close(p.state_fd);
+        free(p.names);
+        free(p.fillers);
+        log_err("re-exec of %s failed: %s; still serving with the running binary",
+                s->exec_path, strerror(-r));
+        snprintf(status, sizeof(status), "re-exec failed: %s", strerror(-r));
+        notify_reloaded(s, status);
+}

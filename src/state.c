@@ -1,0 +1,225 @@
+/* state.c - the state file handed across a restart or re-exec.
+ *
+ * Layout (host byte order; the magic catches a foreign file):
+ *   header: magic "EPOLLDST", version, record size, count, next id, replies
+ *   count records: socket inode, id, replies, pending bytes, flags
+ * The reader trusts nothing: sizes, counts, every field's range and the
+ * uniqueness of inodes are checked, and one bad field rejects the whole
+ * file (the connections are then adopted with fresh state by the caller).
+ */
+#include "state.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "server.h"
+
+#define STATE_MAGIC "EPOLLDST"
+#define STATE_VERSION 1u
+#define STATE_MAX_BYTES (64u << 20)
+
+struct state_header {
+        char magic[8];
+        uint32_t version;
+        uint32_t record_size;
+        uint64_t count;
+        uint64_t next_id;
+        uint64_t replies;
+};
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+        const char *p = buf;
+
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return -errno;
+                p += n;
+                len -= (size_t)n;
+        }
+        return 0;
+}
+
+/* Fills the records of every open connection; returns how many. */
+static size_t collect(const struct server *s, struct state_record *r)
+{
+        size_t n = 0;
+
+        for (int fd = 0; fd <= s->max_fd; fd++) {
+                const struct conn *c = &s->conns[fd];
+                struct stat st;
+
+                if (!(c->flags & CONN_OPEN) || fstat(fd, &st) < 0)
+                        continue;
+                r[n++] = (struct state_record){ .ino = st.st_ino, .id = c->id,
+                                                .replies = c->replies, .pending = c->pending,
+                                                .flags = c->flags & CONN_EOF };
+        }
+        return n;
+}
+
+int state_write(const struct server *s)
+{
+        struct state_header h = { .magic = STATE_MAGIC, .version = STATE_VERSION,
+                                  .record_size = sizeof(struct state_record),
+                                  .next_id = s->stats.accepted, .replies = s->stats.replies };
+        struct state_record *r = calloc(s->n_conns ? s->n_conns : 1, sizeof(*r));
+        int fd, err;
+
+        if (!r)
+                return -ENOMEM;
+        h.count = collect(s, r);
+        fd = memfd_create("epolld-state", MFD_CLOEXEC);
+        if (fd < 0) {
+                err = -errno;
+                free(r);
+                return err;
+        }
+        err = write_all(fd, &h, sizeof(h));
+        if (!err)
+                err = write_all(fd, r, h.count * sizeof(*r));
+        free(r);
+        if (err) {
+                close(fd);
+                return err;
+        }
+        return fd;
+}
+
+static int reject(struct state *st, char *why, size_t whylen, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+static int reject(struct state *st, char *why, size_t whylen, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(why, whylen, fmt, ap);
+        va_end(ap);
+        state_free(st);
+        return -EBADMSG;
+}
+
+static int fail(struct state *st)
+{
+        state_free(st);
+        return -EBADMSG;
+}
+
+static int by_ino(const void *a, const void *b)
+{
+        const struct state_record *x = a, *y = b;
+
+        return (x->ino > y->ino) - (x->ino < y->ino);
+}
+
+static int check_header(const struct state_header *h, size_t size, char *why, size_t whylen)
+{
+        if (memcmp(h->magic, STATE_MAGIC, sizeof(h->magic)) != 0)
+                return snprintf(why, whylen, "not an epolld state file (bad magic)"), -1;
+        if (h->version != STATE_VERSION)
+                return snprintf(why, whylen, "unsupported version %u", h->version), -1;
+        if (h->record_size != sizeof(struct state_record))
+                return snprintf(why, whylen, "record size %u, expected %zu", h->record_size,
+                                sizeof(struct state_record)), -1;
+        if (h->count != (size - sizeof(*h)) / sizeof(struct state_record) ||
+            (size - sizeof(*h)) % sizeof(struct state_record) != 0)
+                return snprintf(why, whylen, "count %llu does not match the size %zu",
+                                (unsigned long long)h->count, size), -1;
+        return 0;
+}
+
+static int check_records(const struct state *st, char *why, size_t whylen)
+{
+        for (size_t i = 0; i < st->n; i++) {
+                const struct state_record *r = &st->records[i];
+
+                if (r->id == 0 || r->id > st->next_id)
+                        return snprintf(why, whylen, "record %zu: id %llu out of range", i,
+                                        (unsigned long long)r->id), -1;
+                if (r->pending > CONN_PENDING_MAX || r->flags & ~(uint32_t)CONN_EOF)
+                        return snprintf(why, whylen, "record %zu: bad pending %u or flags %#x", i,
+                                        r->pending, r->flags), -1;
+                if (i > 0 && r->ino == st->records[i - 1].ino)
+                        return snprintf(why, whylen, "record %zu: inode %llu twice", i,
+                                        (unsigned long long)r->ino), -1;
+        }
+        return 0;
+}
+
+static int read_exact(int fd, void *buf, size_t len)
+{
+        ssize_t n = pread(fd, buf, len, 0);
+
+        if (n < 0)
+                return -errno;
+        return (size_t)n == len ? 0 : -EIO;
+}
+
+int state_read(int fd, struct state *st, char *why, size_t whylen)
+{
+        struct state_header *h;
+        struct stat sb;
+        size_t size;
+        char *buf;
+        int r;
+
+        *st = (struct state){ 0 };
+        if (fstat(fd, &sb) < 0)
+                return reject(st, why, whylen, "fstat: %s", strerror(errno));
+        if (!S_ISREG(sb.st_mode) || sb.st_size < (off_t)sizeof(*h) || sb.st_size > STATE_MAX_BYTES)
+                return reject(st, why, whylen, "not a regular file of a plausible size (%lld bytes)",
+                              (long long)sb.st_size);
+        size = (size_t)sb.st_size;
+        buf = malloc(size);
+        if (!buf)
+                return reject(st, why, whylen, "out of memory for %zu bytes", size);
+        r = read_exact(fd, buf, size);
+        h = (struct state_header *)buf;
+        if (r < 0) {
+                free(buf);
+                return reject(st, why, whylen, "read: %s", strerror(-r));
+        }
+        if (check_header(h, size, why, whylen) < 0) {
+                free(buf);
+                return fail(st);
+        }
+        st->next_id = h->next_id;
+        st->replies = h->replies;
+        st->n = (size_t)h->count;
+        st->records = malloc(st->n ? st->n * sizeof(*st->records) : 1);
+        if (st->records)
+                memcpy(st->records, buf + sizeof(*h), st->n * sizeof(*st->records));
+        free(buf);
+        if (!st->records)
+                return reject(st, why, whylen, "out of memory for %zu records", st->n);
+        qsort(st->records, st->n, sizeof(*st->records), by_ino);
+        if (check_records(st, why, whylen) < 0)
+                return fail(st);
+        return 0;
+}
+
+const struct state_record *state_find(const struct state *st, uint64_t ino)
+{
+        struct state_record key = { .ino = ino };
+
+        if (!st->n)
+                return NULL;
+        return bsearch(&key, st->records, st->n, sizeof(key), by_ino);
+}
+
+void state_free(struct state *st)
+{
+        free(st->records);
+        *st = (struct state){ 0 };
+}
