@@ -4,10 +4,11 @@
 Boots Debian 12 with systemd as PID 1 in a systemd-nspawn container
 (container.py), installs epolld there from `meson install --destdir`, and
 runs the operator's story step by step: socket activation, the journal,
-reload (good and broken), stop, standalone start, the watchdog, and the
-security rating. Every step prints PASS or FAIL with what it saw; the run
-ends with "N passed, N failed". Needs root, systemd-nspawn and mmdebstrap;
-without them it is skipped (exit 77) unless EPOLLD_REQUIRE_SYSTEM_TEST=1.
+reload (good and broken), stop, standalone start, restart and re-exec
+keeping connections, the watchdog, and the security rating. Every step
+prints PASS or FAIL with what it saw; the run ends with "N passed, N
+failed". Needs root, systemd-nspawn and mmdebstrap; without them it is
+skipped (exit 77) unless EPOLLD_REQUIRE_SYSTEM_TEST=1.
 """
 
 import argparse
@@ -304,6 +305,8 @@ class Story:
                 f"connection closed, epolld.socket still {sock}")
 
     def standalone(self):
+        """Started alone it binds from the config; a restart keeps its
+        listener and connections, and a stop frees the port."""
         self.reset()
         c = self.cursor()
         self.systemctl("start", "epolld.service", timeout=40)
@@ -311,12 +314,83 @@ class Story:
         msg = self.wait_message(c, rf"listening on 127\.0\.0\.1:{PORT}")
         s = self.connect()
         self.exchange(s)
+        stored = self.show("epolld.service",
+                           "NFileDescriptorStore")["NFileDescriptorStore"]
+        self.systemctl("restart", "epolld.service", timeout=40)
+        self.expect_running()
+        self.exchange(s)
         s.close()
         self.systemctl("stop", "epolld.service")
         result = self.show("epolld.service", "Result")["Result"]
         if result != "success":
             raise StepFailed(f"stop of standalone service: Result={result}")
-        return f"started without the socket: {msg['MESSAGE']!r}, got b'Hi!'"
+        try:
+            self.connect().close()
+        except ConnectionRefusedError:
+            pass
+        else:
+            raise StepFailed(f"port {PORT} still accepts after stop")
+        return (f"started without the socket: {msg['MESSAGE']!r}, got b'Hi!'; "
+                f"{stored} fd(s) in the store; restart kept the connection; "
+                f"port free after stop")
+
+    def restart(self):
+        """systemctl restart keeps open connections (through the fd store)."""
+        self.reset()
+        self.systemctl("start", "epolld.socket")
+        s = self.connect()
+        self.exchange(s)
+        pid = self.main_pid()
+        c = self.cursor()
+        self.systemctl("restart", "epolld.service", timeout=40)
+        self.expect_running()
+        new = self.main_pid()
+        if new == pid:
+            raise StepFailed(f"MainPID {pid} unchanged after restart")
+        handed = self.wait_message(c, r"handed \d+ connection\(s\) to the "
+                                      r"service manager's fd store")
+        adopted = self.wait_message(c, r"adopted \d+ of \d+ inherited "
+                                       r"connection")
+        self.exchange(s)
+        stored = self.show("epolld.service",
+                           "NFileDescriptorStore")["NFileDescriptorStore"]
+        # A stop (not a restart) must not keep them: PID 1 closes the store.
+        self.systemctl("stop", "epolld.service")
+        s.settimeout(5)
+        try:
+            eof = s.recv(16) == b""
+        except OSError:
+            eof = False
+        s.close()
+        if not eof:
+            raise StepFailed("connection not closed by stop after restart")
+        return (f"MainPID {pid} -> {new}, {handed['MESSAGE']!r}, "
+                f"{adopted['MESSAGE']!r}, the connection still answered; "
+                f"{stored} fds stored while running; closed at stop")
+
+    def reexec(self):
+        """SIGUSR2 re-executes in place: same PID, connections kept."""
+        self.reset()
+        self.systemctl("start", "epolld.socket")
+        s = self.connect()
+        self.exchange(s)
+        pid = self.main_pid()
+        c = self.cursor()
+        self.systemctl("kill", "--kill-who=main", "--signal=SIGUSR2",
+                       "epolld.service")
+        msg = self.wait_message(c, r"SIGUSR2: re-executing")
+        adopted = self.wait_message(c, r"adopted \d+ of \d+ inherited "
+                                       r"connection")
+        wait_for("epolld.service running after re-exec",
+                 lambda: self.show("epolld.service", "SubState")["SubState"]
+                 == "running", 10)
+        if self.main_pid() != pid:
+            raise StepFailed(f"MainPID changed {pid} -> {self.main_pid()}")
+        self.exchange(s)
+        s.close()
+        self.reset()
+        return (f"{msg['MESSAGE']!r}, {adopted['MESSAGE']!r}, same MainPID "
+                f"{pid}, the connection still answered")
 
     def watchdog(self):
         self.reset()
@@ -496,6 +570,8 @@ def main():
                  ("reload-broken", story.reload_broken),
                  ("stop", story.stop),
                  ("standalone", story.standalone),
+                 ("restart", story.restart),
+                 ("reexec", story.reexec),
                  ("watchdog", story.watchdog),
                  ("security", story.security)]
         # A step that needs an earlier one's state is skipped when that failed.

@@ -328,11 +328,20 @@ class Container:
                                            stdout=out, stderr=subprocess.STDOUT,
                                            env=env)
         self.leader = wait_for("container PID 1", self._find_leader, timeout)
-        proc = self.guest(["systemctl", "is-system-running", "--wait"],
-                          timeout=timeout, check=False)
-        state = proc.stdout.strip()
+        deadline = time.monotonic() + timeout
+        seen = []
+
+        def booted():
+            # Right after PID 1 appears, systemctl may not reach it yet.
+            left = max(1, int(deadline - time.monotonic()))
+            proc = self.guest(["systemctl", "is-system-running", "--wait"],
+                              timeout=left, check=False)
+            seen.append((proc.stdout + proc.stderr).strip())
+            return proc.stdout.strip() or None
+        state = wait_for("systemctl is-system-running", booted, timeout,
+                         interval=0.5)
         if state not in ("running", "degraded"):
-            raise StepFailed(f"system state {state!r}")
+            raise StepFailed(f"system state {state!r} (seen: {seen})")
         failed = self.guest(["systemctl", "--failed", "--plain",
                              "--no-legend"], timeout=10).stdout.strip()
         return f"{state}" + (f" (failed: {failed})" if failed else "")
