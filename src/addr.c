@@ -20,7 +20,7 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
         va_list ap;
 
         va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
+        (void)vsnprintf(err, errlen, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
         va_end(ap);
         return -1;
 }
@@ -64,7 +64,7 @@ static int parse_v6(const char *text, struct addr *a, char *err, size_t errlen)
 {
         const char *end = strchr(text, ']');
         char host[INET6_ADDRSTRLEN + 1];
-        unsigned port;
+        unsigned port = 0;
         size_t len;
 
         if (!end)
@@ -91,7 +91,7 @@ static int parse_v4(const char *text, struct addr *a, char *err, size_t errlen)
 {
         const char *colon = strrchr(text, ':');
         char host[INET_ADDRSTRLEN + 1];
-        unsigned port;
+        unsigned port = 0;
         size_t len;
 
         if (!colon)
@@ -118,7 +118,7 @@ static int parse_v4(const char *text, struct addr *a, char *err, size_t errlen)
 
 int addr_parse(const char *text, struct addr out[2], char *err, size_t errlen)
 {
-        unsigned port;
+        unsigned port = 0;
 
         if (text[0] == '*') {
                 if (text[1] != ':')
@@ -140,7 +140,8 @@ void addr_host(const struct sockaddr *sa, char buf[ADDR_TEXT_MAX], unsigned *por
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
 
         *port = 0;
-        strcpy(buf, "?");
+        buf[0] = '?';
+        buf[1] = '\0';
         if (sa->sa_family == AF_INET) {
                 inet_ntop(AF_INET, &in->sin_addr, buf, ADDR_TEXT_MAX);
                 *port = ntohs(in->sin_port);
@@ -153,7 +154,7 @@ void addr_host(const struct sockaddr *sa, char buf[ADDR_TEXT_MAX], unsigned *por
 void addr_format(const struct sockaddr *sa, char buf[ADDR_TEXT_MAX])
 {
         char host[ADDR_TEXT_MAX];
-        unsigned port;
+        unsigned port = 0;
 
         addr_host(sa, host, &port);
         if (sa->sa_family == AF_INET6)

@@ -68,10 +68,10 @@ static void error_at(struct parser *p, const char *fmt, ...)
         if (p->err_line)
                 return;
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
+        (void)vsnprintf(msg, sizeof(msg), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
         va_end(ap);
         p->err_line = p->line;
-        snprintf(p->err, CONFIG_ERROR_MAX, "%.200s:%u: %.280s", p->name, p->line, msg);
+        (void)snprintf(p->err, CONFIG_ERROR_MAX, "%.200s:%u: %.280s", p->name, p->line, msg);
 }
 
 void config_defaults(struct config *c)
@@ -129,26 +129,39 @@ static bool line_ends_here(FILE *f)
         return ungetc(ch, f) == EOF; /* cannot push back: treat as ended */
 }
 
+/* How many bytes fgets() just stored: strlen() stops at a NUL byte, the
+ * file position does not. */
+static size_t bytes_read(FILE *f, long before, const char *str)
+{
+        long after = ftell(f);
+
+        return before >= 0 && after >= before ? (size_t)(after - before) : strlen(str);
+}
+
+/* Hands inih one line at a time and keeps the line number. Lines inih
+ * would split (too long) or cut short (NUL bytes) are reported here and
+ * replaced by an empty line. */
 static char *read_line(char *str, int num, void *stream)
 {
         struct parser *p = stream;
+        long before = ftell(p->f);
         size_t len;
 
         if (!fgets(str, num, p->f))
                 return NULL;
         p->line++;
         p->indented = str[0] == ' ' || str[0] == '\t';
-        len = strlen(str);
-        if (len > 0 && str[len - 1] == '\n')
-                return check_section_line(p, str), str;
-        if (feof(p->f) && len + 1 < (size_t)num && !memchr(str, '\0', len))
-                return check_section_line(p, str), str; /* last line, no newline */
-        if (len + 1 == (size_t)num && line_ends_here(p->f))
-                return check_section_line(p, str), str; /* exactly at the limit */
-        if (len + 1 == (size_t)num)
-                error_at(p, "line too long (at most %d characters)", num - 2);
-        else
+        len = bytes_read(p->f, before, str);
+        if (memchr(str, '\0', len)) {
                 error_at(p, "NUL byte in line");
+                if (str[len - 1] != '\n')
+                        skip_rest_of_line(p->f);
+                str[0] = '\0';
+                return str;
+        }
+        if (str[len - 1] == '\n' || feof(p->f) || line_ends_here(p->f))
+                return check_section_line(p, str), str;
+        error_at(p, "line too long (at most %d characters)", num - 1);
         skip_rest_of_line(p->f);
         str[0] = '\0';
         return str;
@@ -246,7 +259,7 @@ static void set_user(struct parser *p, const char *v)
                          errno ? strerror(errno) : "");
                 return;
         }
-        strcpy(p->c->user, v);
+        memcpy(p->c->user, v, strlen(v) + 1); /* length checked above */
 }
 
 static uint32_t *number_field(struct config *c, int key)
@@ -320,17 +333,17 @@ int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CO
         err[0] = '\0';
         r = ini_parse_stream(read_line, &p, on_key, &p);
         if (r > 0 && (!p.err_line || (unsigned)r < p.err_line)) {
-                snprintf(err, CONFIG_ERROR_MAX,
+                (void)snprintf(err, CONFIG_ERROR_MAX,
                          "%s:%d: syntax error (expected [section], key = value or a comment)",
                          name, r);
                 return -1;
         }
         if (r < 0) {
-                snprintf(err, CONFIG_ERROR_MAX, "%s: out of memory while parsing", name);
+                (void)snprintf(err, CONFIG_ERROR_MAX, "%s: out of memory while parsing", name);
                 return -1;
         }
         if (ferror(f)) {
-                snprintf(err, CONFIG_ERROR_MAX, "%s: read error: %s", name, strerror(errno));
+                (void)snprintf(err, CONFIG_ERROR_MAX, "%s: read error: %s", name, strerror(errno));
                 return -1;
         }
         return p.err_line ? -1 : 0;
@@ -342,10 +355,13 @@ int config_load(struct config *c, const char *path, char err[CONFIG_ERROR_MAX])
         int r;
 
         if (!f) {
-                snprintf(err, CONFIG_ERROR_MAX, "%s: cannot open: %s", path, strerror(errno));
+                (void)snprintf(err, CONFIG_ERROR_MAX, "%s: cannot open: %s", path, strerror(errno));
                 return -1;
         }
         r = config_parse_stream(c, f, path, err);
-        fclose(f);
+        if (fclose(f) != 0 && r == 0) {
+                (void)snprintf(err, CONFIG_ERROR_MAX, "%s: close: %s", path, strerror(errno));
+                return -1;
+        }
         return r;
 }

@@ -47,8 +47,8 @@ int conn_table_init(struct server *s, uint32_t size)
 
         if (p == MAP_FAILED)
                 return -errno;
-        for (uint32_t i = 0; i < PENDING_MAX / REPLY_LEN; i++)
-                memcpy(replies + i * REPLY_LEN, REPLY, REPLY_LEN);
+        for (uint32_t i = 0; i < PENDING_MAX; i++)
+                replies[i] = REPLY[i % REPLY_LEN];
         s->conns = p;
         s->table_size = size;
         s->max_fd = -1;

@@ -135,34 +135,47 @@ static int count_activated(int n, char **names)
         return -E2BIG;
 }
 
+int inherit_begin(struct server *s)
+{
+        int n = sd_listen_fds_with_names(1, &s->inherited_names);
+
+        if (n == -EBADF)
+                log_err("socket activation: LISTEN_FDS names more descriptors than are open");
+        else if (n < 0)
+                log_err("socket activation: sd_listen_fds_with_names failed: %s", strerror(-n));
+        if (n < 0)
+                return n;
+        s->n_inherited = n;
+        return 0;
+}
+
 int inherit_all(struct server *s)
 {
         struct found f = { .state_fd = -1 };
-        char **names = NULL;
-        int n = sd_listen_fds_with_names(1, &names), r = 0;
+        char **names = s->inherited_names;
+        int n = s->n_inherited, r = 0;
 
-        if (n <= 0) {
-                if (n < 0)
-                        log_err("sd_listen_fds_with_names failed: %s", strerror(-n));
-                return n;
+        s->inherited_names = NULL;
+        s->n_inherited = 0;
+        if (n == 0) {
+                free(names);
+                return 0;
         }
-        r = count_activated(n, names);
         f.conns = calloc((size_t)n, sizeof(*f.conns));
+        r = f.conns ? count_activated(n, names) : -ENOMEM;
+        if (r == -ENOMEM)
+                log_err("out of memory adopting %d inherited fds", n);
         for (int i = 0; i < n; i++) {
                 const char *name = names && names[i] ? names[i] : "unknown";
 
-                if (!f.conns || r < 0)
+                if (r < 0)
                         close_fd(SD_LISTEN_FDS_START + i, name, NULL);
                 else
                         r = classify(s, &f, SD_LISTEN_FDS_START + i, name);
         }
-        if (!f.conns && r == 0) {
-                log_err("out of memory adopting %d inherited fds", n);
-                r = -ENOMEM;
-        }
         if (r == 0)
                 adopt_connections(s, &f);
-        for (unsigned i = 0; r < 0 && i < f.n_conns; i++)
+        for (unsigned i = 0; r < 0 && f.conns && i < f.n_conns; i++)
                 close_fd(f.conns[i], "conn", NULL);
         if (r < 0 && f.state_fd >= 0)
                 close_fd(f.state_fd, "state", NULL);

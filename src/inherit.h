@@ -5,6 +5,11 @@
 
 struct server;
 
+/* Reads LISTEN_FDS and LISTEN_FDNAMES. Called before the daemon opens any
+ * descriptor of its own, so that sd_listen_fds() checks the passed fds
+ * while their numbers cannot yet belong to us. Returns 0 or -errno. */
+int inherit_begin(struct server *s);
+
 /* Classifies every fd from sd_listen_fds_with_names() by name and by
  * sd_is_socket(): listening sockets from a .socket unit become listeners
  * (anything else there is an operator's mistake: -EINVAL, exit 71); our own

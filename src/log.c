@@ -48,8 +48,17 @@ static bool stderr_is_journal(void)
         const char *e = getenv("JOURNAL_STREAM");
         unsigned long long dev, ino;
         struct stat st;
+        char *end;
 
-        if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+        if (!e)
+                return false;
+        errno = 0;
+        dev = strtoull(e, &end, 10);
+        if (errno || end == e || *end != ':')
+                return false;
+        e = end + 1;
+        ino = strtoull(e, &end, 10);
+        if (errno || end == e || *end != '\0')
                 return false;
         if (fstat(STDERR_FILENO, &st) < 0)
                 return false;
@@ -106,7 +115,7 @@ static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size,
         int len;
 
         va_start(ap, fmt);
-        len = vsnprintf(buf, size, fmt, ap);
+        len = vsnprintf(buf, size, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
         va_end(ap);
         if (len < 0)
                 return n;
@@ -162,7 +171,7 @@ void log_write(int priority, const struct log_fields *fields, const char *fmt, .
         va_list ap;
 
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
+        (void)vsnprintf(msg, sizeof(msg), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
         va_end(ap);
         if (journal)
                 write_journal(priority, fields, msg);

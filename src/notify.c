@@ -54,11 +54,11 @@ static int timer_open(struct server *s, enum tag_kind kind, int *fd)
 
 static void timer_set(int fd, uint64_t usec, bool periodic)
 {
-        struct itimerspec its = { .it_value = { .tv_sec = (time_t)(usec / 1000000u),
-                                                .tv_nsec = (long)(usec % 1000000u) * 1000L } };
+        const struct timespec t = { .tv_sec = (time_t)(usec / 1000000u),
+                                    .tv_nsec = (long)(usec % 1000000u) * 1000L };
+        const struct timespec zero = { 0 };
+        struct itimerspec its = { .it_value = t, .it_interval = periodic ? t : zero };
 
-        if (periodic)
-                its.it_interval = its.it_value;
         if (timerfd_settime(fd, 0, &its, NULL) < 0)
                 log_err("timerfd_settime failed: %s", strerror(errno));
 }

@@ -90,6 +90,9 @@ int server_init(struct server *s, const struct config *cfg, const char *config_p
         *s = (struct server){ .cfg = *cfg, .config_path = config_path, .epfd = -1,
                               .accept_timer_fd = -1, .idle_timer_fd = -1, .signal_fd = -1,
                               .notify = { .status_fd = -1, .watchdog_fd = -1 } };
+        r = inherit_begin(s);
+        if (r < 0)
+                return r;
         r = reexec_init(s, argv);
         if (r < 0) {
                 log_err("cannot record the path of the binary: %s", strerror(-r));
@@ -178,7 +181,7 @@ void server_reload(struct server *s)
         }
         if (strcmp(next.user, s->cfg.user) != 0) {
                 log_warning("reload: a change of user takes a restart; keeping the current one");
-                strcpy(next.user, s->cfg.user);
+                memcpy(next.user, s->cfg.user, sizeof(next.user));
         }
         s->cfg = next;
         log_set_max_priority(next.log_level);

@@ -47,6 +47,8 @@ struct server {
         struct config cfg;
         const char *config_path; /* NULL: built-in defaults */
         char **argv;             /* for re-exec */
+        int n_inherited;         /* LISTEN_FDS, until inherit_all() */
+        char **inherited_names;
         char exec_path[4096];
 
         int epfd;

@@ -60,7 +60,7 @@ BAD = [
     ("unclosed-section", "[server\n", 1,
      "syntax error (expected [section], key = value or a comment)"),
     ("line-too-long", "[server]\n# " + "x" * 300 + "\nbacklog = 1\n", 2,
-     "line too long (at most 198 characters)"),
+     "line too long (at most 199 characters)"),
     ("indented-continuation", "[server]\nbacklog = 5\n  max_events = 5\n", 3,
      "indented line continues 'backlog' from line 2 (keys must not be indented)"),
     ("first-error-wins", "[server]\nlisten = 127.0.0.1:{p}\nmax_events = 0\nfoo = 1\n[bar]\n", 3,

@@ -142,25 +142,36 @@ static void test_every_key(void)
               c.idle_timeout, c.log_level);
 }
 
+/* A comment line of LEN characters, then "backlog = 7" unless LAST. */
+static int parse_line_of(size_t len, bool last, struct config *c, char *err)
+{
+        char ini[600] = "[server]\n";
+        size_t at = strlen(ini);
+
+        memset(ini + at, '#', len);
+        strcpy(ini + at + len, last ? "" : "\nbacklog = 7\n");
+        return parse(ini, c, err);
+}
+
 static void test_long_lines(void)
 {
-        char ini[600], err[CONFIG_ERROR_MAX];
+        char err[CONFIG_ERROR_MAX];
         struct config c;
 
-        /* 198 characters plus the newline is the longest line inih takes whole. */
-        snprintf(ini, sizeof(ini), "[server]\n;%s\nbacklog = 7\n", "");
-        memset(ini + 10, 'x', 197);
-        strcpy(ini + 207, "\nbacklog = 7\n");
-        CHECK(parse(ini, &c, err) == 0 && c.backlog == 7, "198-char line: %s", err);
-        memset(ini + 10, 'x', 400);
-        strcpy(ini + 410, "\nbacklog = 7\n");
-        CHECK(parse(ini, &c, err) == -1, "400-char line accepted");
-        CHECK_STR(err, "t.ini:2: line too long (at most 198 characters)", "long line");
+        /* inih reads at most 199 characters of a line, its newline aside. */
+        CHECK(parse_line_of(199, false, &c, err) == 0 && c.backlog == 7, "199 chars: %s", err);
+        CHECK(parse_line_of(199, true, &c, err) == 0, "199 chars at the end: %s", err);
+        CHECK(parse_line_of(200, false, &c, err) == -1, "200-char line accepted");
+        CHECK_STR(err, "t.ini:2: line too long (at most 199 characters)", "200 chars");
+        CHECK(parse_line_of(200, true, &c, err) == -1, "200-char last line accepted");
+        CHECK(parse_line_of(400, false, &c, err) == -1, "400-char line accepted");
+        CHECK_STR(err, "t.ini:2: line too long (at most 199 characters)", "400 chars");
 }
 
 static void test_nul_byte(void)
 {
         static const char ini[] = "[server]\nbacklog = 1\0junk\nbacklog = 2\n";
+        static const char at_end[] = "[server]\nbacklog = 1\0junk";
         char err[CONFIG_ERROR_MAX];
         struct config c;
         FILE *f = fmemopen((void *)ini, sizeof(ini) - 1, "r");
@@ -169,6 +180,11 @@ static void test_nul_byte(void)
         fclose(f);
         CHECK(r == -1, "NUL byte accepted");
         CHECK_STR(err, "t.ini:2: NUL byte in line", "NUL byte");
+        f = fmemopen((void *)at_end, sizeof(at_end) - 1, "r");
+        r = config_parse_stream(&c, f, "t.ini", err);
+        fclose(f);
+        CHECK(r == -1, "NUL byte in the last line accepted");
+        CHECK_STR(err, "t.ini:2: NUL byte in line", "NUL byte, last line");
 }
 
 static void test_missing_file(void)
