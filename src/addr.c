@@ -20,7 +20,9 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
         va_list ap;
 
         va_start(ap, fmt);
-        (void)vsnprintf(err, errlen, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
+        (void)vsnprintf(
+                err, errlen, fmt,
+                ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
         va_end(ap);
         return -1;
 }
@@ -100,14 +102,15 @@ static int parse_v4(const char *text, struct addr *a, char *err, size_t errlen)
         if (memchr(text, ':', len))
                 return fail(err, errlen, "IPv6 addresses need brackets, as in [::1]:PORT");
         if (len == 0 || len >= sizeof(host))
-                return fail(err, errlen, "invalid IPv4 address '%.*s' (" FORMS "; names are not resolved)",
+                return fail(err, errlen,
+                            "invalid IPv4 address '%.*s' (" FORMS "; names are not resolved)",
                             (int)len, text);
         memcpy(host, text, len);
         host[len] = '\0';
         memset(a, 0, sizeof(*a));
         if (inet_pton(AF_INET, host, &a->u.in.sin_addr) != 1)
-                return fail(err, errlen, "invalid IPv4 address '%s' (" FORMS "; names are not resolved)",
-                            host);
+                return fail(err, errlen,
+                            "invalid IPv4 address '%s' (" FORMS "; names are not resolved)", host);
         if (parse_port(colon + 1, &port, err, errlen) < 0)
                 return -1;
         a->u.in.sin_family = AF_INET;

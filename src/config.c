@@ -52,10 +52,10 @@ struct parser {
         FILE *f;
         const char *name;
         struct config *c;
-        unsigned line;           /* line the reader handed to inih last */
+        unsigned line; /* line the reader handed to inih last */
         unsigned seen[KEY_COUNT]; /* line a key was first set on, or 0 */
-        unsigned err_line;        /* first error, 0 = none */
-        bool indented;            /* current line starts with white space */
+        unsigned err_line; /* first error, 0 = none */
+        bool indented; /* current line starts with white space */
         char *err;
 };
 
@@ -68,7 +68,9 @@ static void error_at(struct parser *p, const char *fmt, ...)
         if (p->err_line)
                 return;
         va_start(ap, fmt);
-        (void)vsnprintf(msg, sizeof(msg), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
+        (void)vsnprintf(
+                msg, sizeof(msg), fmt,
+                ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
         va_end(ap);
         p->err_line = p->line;
         (void)snprintf(p->err, CONFIG_ERROR_MAX, "%.200s:%u: %.280s", p->name, p->line, msg);
@@ -233,8 +235,10 @@ static void set_level(struct parser *p, const char *v)
         int level = log_level_from_name(v);
 
         if (level < 0) {
-                error_at(p, "level: unknown level '%s' (expected emerg, alert, crit, err, "
-                            "warning, notice, info or debug)", v);
+                error_at(p,
+                         "level: unknown level '%s' (expected emerg, alert, crit, err, "
+                         "warning, notice, info or debug)",
+                         v);
                 return;
         }
         p->c->log_level = level;
@@ -265,11 +269,16 @@ static void set_user(struct parser *p, const char *v)
 static uint32_t *number_field(struct config *c, int key)
 {
         switch (key) {
-        case KEY_MAX_EVENTS: return &c->max_events;
-        case KEY_BACKLOG: return &c->backlog;
-        case KEY_MAX_CONNECTIONS: return &c->max_connections;
-        case KEY_IDLE_TIMEOUT: return &c->idle_timeout;
-        default: return NULL;
+        case KEY_MAX_EVENTS:
+                return &c->max_events;
+        case KEY_BACKLOG:
+                return &c->backlog;
+        case KEY_MAX_CONNECTIONS:
+                return &c->max_connections;
+        case KEY_IDLE_TIMEOUT:
+                return &c->idle_timeout;
+        default:
+                return NULL;
         }
 }
 
@@ -334,8 +343,8 @@ int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CO
         r = ini_parse_stream(read_line, &p, on_key, &p);
         if (r > 0 && (!p.err_line || (unsigned)r < p.err_line)) {
                 (void)snprintf(err, CONFIG_ERROR_MAX,
-                         "%s:%d: syntax error (expected [section], key = value or a comment)",
-                         name, r);
+                               "%s:%d: syntax error (expected [section], key = value or a comment)",
+                               name, r);
                 return -1;
         }
         if (r < 0) {

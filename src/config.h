@@ -21,7 +21,7 @@ struct config {
         uint32_t backlog;
         uint32_t max_connections;
         uint32_t idle_timeout; /* seconds, 0 = never */
-        int log_level;         /* syslog priority */
+        int log_level; /* syslog priority */
         char user[CONFIG_USER_MAX + 1]; /* drop to this user after binding; "" = stay */
 };
 
@@ -31,8 +31,7 @@ void config_defaults(struct config *c);
 /* Parses the INI text from F (named NAME in messages) into C. On error
  * returns -1 and writes "NAME:LINE: message" (or "NAME: message") to ERR;
  * C is then unspecified, so callers parse into a scratch struct. */
-int config_parse_stream(struct config *c, FILE *f, const char *name,
-                        char err[CONFIG_ERROR_MAX]);
+int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CONFIG_ERROR_MAX]);
 
 /* Opens PATH and parses it as above. */
 int config_load(struct config *c, const char *path, char err[CONFIG_ERROR_MAX]);

@@ -87,8 +87,12 @@ static void conn_open(struct server *s, int fd, const struct sockaddr *peer)
                         log_err("close of fd %d failed: %s", fd, strerror(errno));
                 return;
         }
-        *c = (struct conn){ .id = ++s->stats.accepted, .gen = gen, .events = EPOLLIN,
-                            .flags = CONN_OPEN, .idle_prev = -1, .idle_next = -1 };
+        *c = (struct conn){ .id = ++s->stats.accepted,
+                            .gen = gen,
+                            .events = EPOLLIN,
+                            .flags = CONN_OPEN,
+                            .idle_prev = -1,
+                            .idle_next = -1 };
         s->n_conns++;
         if (fd > s->max_fd)
                 s->max_fd = fd;
@@ -131,8 +135,11 @@ int conn_adopt(struct server *s, int fd, const struct state_record *r)
                 return err;
         }
         c = &s->conns[fd];
-        *c = (struct conn){ .id = r ? r->id : ++s->stats.accepted, .gen = c->gen,
-                            .events = EPOLLIN, .flags = CONN_OPEN, .idle_prev = -1,
+        *c = (struct conn){ .id = r ? r->id : ++s->stats.accepted,
+                            .gen = c->gen,
+                            .events = EPOLLIN,
+                            .flags = CONN_OPEN,
+                            .idle_prev = -1,
                             .idle_next = -1 };
         if (r) {
                 c->replies = r->replies;
@@ -185,8 +192,9 @@ static bool accept_one(struct server *s, const struct listener *l)
                 listeners_nofile(s, l, errno);
                 return false;
         default:
-                log_limited(LOG_ERR, LOG_LIMIT_ACCEPT_ERROR, NULL, "accept4 on %s (fd %d) failed: %s",
-                            listener_name(l), l->fd, strerror(errno));
+                log_limited(LOG_ERR, LOG_LIMIT_ACCEPT_ERROR, NULL,
+                            "accept4 on %s (fd %d) failed: %s", listener_name(l), l->fd,
+                            strerror(errno));
                 return false;
         }
 }
@@ -209,8 +217,9 @@ void conn_accept(struct server *s, uint32_t idx)
 
 static void log_close(const struct conn *c, int fd, const char *why)
 {
-        struct log_fields f = { .event = "close", .conn_id = c->id,
-                                .replies = c->replies, .has_replies = true };
+        struct log_fields f = {
+                .event = "close", .conn_id = c->id, .replies = c->replies, .has_replies = true
+        };
 
         log_write(LOG_INFO, &f, "closed connection #%llu (%s) after %llu replies (fd %d)",
                   (unsigned long long)c->id, why, (unsigned long long)c->replies, fd);
@@ -270,8 +279,9 @@ static int flush(struct server *s, int fd, struct conn *c)
         }
         if (errno == EAGAIN || errno == EINTR)
                 return 0;
-        log_limited(LOG_INFO, LOG_LIMIT_IO_ERROR, NULL, "write to connection #%llu (fd %d) failed: %s",
-                 (unsigned long long)c->id, fd, strerror(errno));
+        log_limited(LOG_INFO, LOG_LIMIT_IO_ERROR, NULL,
+                    "write to connection #%llu (fd %d) failed: %s", (unsigned long long)c->id, fd,
+                    strerror(errno));
         conn_close(s, fd, errno == EPIPE || errno == ECONNRESET ? "reset by peer" : "write error");
         return -1;
 }
@@ -299,8 +309,9 @@ static int read_once(struct server *s, int fd, struct conn *c)
                 conn_close(s, fd, "reset by peer");
                 return -1;
         }
-        log_limited(LOG_INFO, LOG_LIMIT_IO_ERROR, NULL, "read from connection #%llu (fd %d) failed: %s",
-                 (unsigned long long)c->id, fd, strerror(errno));
+        log_limited(LOG_INFO, LOG_LIMIT_IO_ERROR, NULL,
+                    "read from connection #%llu (fd %d) failed: %s", (unsigned long long)c->id, fd,
+                    strerror(errno));
         conn_close(s, fd, "read error");
         return -1;
 }

@@ -17,14 +17,14 @@ struct state_record;
  * connection costs this and nothing else in user space. */
 struct conn {
         uint64_t id;
-        uint64_t replies;       /* replies counted, written or pending */
-        uint32_t pending;       /* bytes of replies not yet written */
-        uint32_t gen;           /* bumped at close: stale events are skipped */
-        int32_t idle_prev;      /* idle list links (fds), -1 = none */
+        uint64_t replies; /* replies counted, written or pending */
+        uint32_t pending; /* bytes of replies not yet written */
+        uint32_t gen; /* bumped at close: stale events are skipped */
+        int32_t idle_prev; /* idle list links (fds), -1 = none */
         int32_t idle_next;
-        uint32_t last_ms;       /* last activity, for idle_timeout */
-        uint16_t events;        /* interest registered with epoll */
-        uint8_t flags;          /* CONN_* */
+        uint32_t last_ms; /* last activity, for idle_timeout */
+        uint16_t events; /* interest registered with epoll */
+        uint8_t flags; /* CONN_* */
 };
 
 enum {

@@ -144,8 +144,7 @@ void idle_on_timer(struct server *s)
                 log_err("read of the idle timer failed: %s", strerror(errno));
         if (!s->cfg.idle_timeout)
                 return;
-        while (s->idle_head >= 0 &&
-               s->now_ms - s->conns[s->idle_head].last_ms >= timeout_ms(s))
+        while (s->idle_head >= 0 && s->now_ms - s->conns[s->idle_head].last_ms >= timeout_ms(s))
                 conn_close(s, s->idle_head, "idle timeout");
         arm(s);
 }

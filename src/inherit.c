@@ -88,7 +88,8 @@ static void load_state(struct found *f, struct state *st)
                 return;
         if (state_read(f->state_fd, st, why, sizeof(why)) < 0)
                 log_warning("ignoring the inherited connection state: %s; "
-                            "connections get fresh state", why);
+                            "connections get fresh state",
+                            why);
         close_fd(f->state_fd, "state", NULL);
         f->state_fd = -1;
 }
@@ -117,8 +118,8 @@ static void adopt_connections(struct server *s, struct found *f)
 
 static bool ours(const char *name)
 {
-        return strcmp(name, "x") == 0 || strcmp(name, "conn") == 0 ||
-               strcmp(name, "state") == 0 || strncmp(name, "listen_", 7) == 0;
+        return strcmp(name, "x") == 0 || strcmp(name, "conn") == 0 || strcmp(name, "state") == 0 ||
+               strncmp(name, "listen_", 7) == 0;
 }
 
 /* More sockets from a .socket unit than we can serve is a unit to fix. */

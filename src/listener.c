@@ -106,9 +106,8 @@ int listeners_adopt(struct server *s, int fd, const char *fdname, bool activated
         *l = (struct listener){ .fd = fd, .activated = activated };
         snprintf(l->fdname, sizeof(l->fdname), "%s", fdname);
         l->addr.len = sizeof(l->addr.u);
-        if (getsockname(fd, &l->addr.u.sa, &l->addr.len) < 0 ||
-            (flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
-            fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        if (getsockname(fd, &l->addr.u.sa, &l->addr.len) < 0 || (flags = fcntl(fd, F_GETFL)) < 0 ||
+            fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
                 r = -errno;
                 log_err("cannot set up inherited listener fd %d: %s", fd, strerror(-r));
                 return r;

@@ -106,16 +106,17 @@ const char *log_level_name(int priority)
 }
 
 /* Appends "KEY=value" to the iovec array; the text lives in buf. */
-static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size,
-                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size,
-                        const char *fmt, ...)
+static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size, const char *fmt, ...)
+        __attribute__((format(printf, 5, 6)));
+static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size, const char *fmt, ...)
 {
         va_list ap;
         int len;
 
         va_start(ap, fmt);
-        len = vsnprintf(buf, size, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
+        len = vsnprintf(
+                buf, size, fmt,
+                ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
         va_end(ap);
         if (len < 0)
                 return n;
@@ -171,7 +172,9 @@ void log_write(int priority, const struct log_fields *fields, const char *fmt, .
         va_list ap;
 
         va_start(ap, fmt);
-        (void)vsnprintf(msg, sizeof(msg), fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
+        (void)vsnprintf(
+                msg, sizeof(msg), fmt,
+                ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
         va_end(ap);
         if (journal)
                 write_journal(priority, fields, msg);

@@ -14,11 +14,11 @@
 
 /* Structured fields for the journal; on stderr only the message is printed. */
 struct log_fields {
-        const char *event;       /* EPOLLD_EVENT=, e.g. "accept" */
+        const char *event; /* EPOLLD_EVENT=, e.g. "accept" */
         const char *remote_addr; /* REMOTE_ADDR= */
-        unsigned remote_port;    /* REMOTE_PORT=, with remote_addr */
-        uint64_t conn_id;        /* CONNECTION_ID=, when non-zero */
-        uint64_t replies;        /* REPLIES=, when has_replies */
+        unsigned remote_port; /* REMOTE_PORT=, with remote_addr */
+        uint64_t conn_id; /* CONNECTION_ID=, when non-zero */
+        uint64_t replies; /* REPLIES=, when has_replies */
         bool has_replies;
 };
 
@@ -59,20 +59,20 @@ void log_flush_suppressed(void);
 void log_write(int priority, const struct log_fields *fields, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
-#define log_full(prio, fields, ...)                                     \
-        do {                                                            \
-                if (log_enabled(prio))                                  \
-                        log_write((prio), (fields), __VA_ARGS__);       \
+#define log_full(prio, fields, ...)                                                                \
+        do {                                                                                       \
+                if (log_enabled(prio))                                                             \
+                        log_write((prio), (fields), __VA_ARGS__);                                  \
         } while (0)
 
-#define log_limited(prio, kind, fields, ...)                             \
-        do {                                                            \
-                if (log_enabled(prio) && log_allow(kind))               \
-                        log_write((prio), (fields), __VA_ARGS__);       \
+#define log_limited(prio, kind, fields, ...)                                                       \
+        do {                                                                                       \
+                if (log_enabled(prio) && log_allow(kind))                                          \
+                        log_write((prio), (fields), __VA_ARGS__);                                  \
         } while (0)
 
-#define log_err(...)     log_full(LOG_ERR, NULL, __VA_ARGS__)
+#define log_err(...) log_full(LOG_ERR, NULL, __VA_ARGS__)
 #define log_warning(...) log_full(LOG_WARNING, NULL, __VA_ARGS__)
-#define log_notice(...)  log_full(LOG_NOTICE, NULL, __VA_ARGS__)
-#define log_info(...)    log_full(LOG_INFO, NULL, __VA_ARGS__)
-#define log_debug(...)   log_full(LOG_DEBUG, NULL, __VA_ARGS__)
+#define log_notice(...) log_full(LOG_NOTICE, NULL, __VA_ARGS__)
+#define log_info(...) log_full(LOG_INFO, NULL, __VA_ARGS__)
+#define log_debug(...) log_full(LOG_DEBUG, NULL, __VA_ARGS__)

@@ -80,13 +80,27 @@ static void dispatch(struct server *s, const struct epoll_event *ev)
         uint64_t tag = ev->data.u64;
 
         switch (tag_kind(tag)) {
-        case TAG_CONN: conn_on_event(s, tag, ev->events); break;
-        case TAG_LISTENER: conn_accept(s, tag_id(tag)); break;
-        case TAG_SIGNAL: sig_on_readable(s); break;
-        case TAG_TIMER_IDLE: idle_on_timer(s); break;
-        case TAG_TIMER_ACCEPT: listeners_on_timer(s); break;
-        case TAG_TIMER_WATCHDOG: notify_on_watchdog(s); break;
-        case TAG_TIMER_STATUS: notify_on_status(s); break;
+        case TAG_CONN:
+                conn_on_event(s, tag, ev->events);
+                break;
+        case TAG_LISTENER:
+                conn_accept(s, tag_id(tag));
+                break;
+        case TAG_SIGNAL:
+                sig_on_readable(s);
+                break;
+        case TAG_TIMER_IDLE:
+                idle_on_timer(s);
+                break;
+        case TAG_TIMER_ACCEPT:
+                listeners_on_timer(s);
+                break;
+        case TAG_TIMER_WATCHDOG:
+                notify_on_watchdog(s);
+                break;
+        case TAG_TIMER_STATUS:
+                notify_on_status(s);
+                break;
         }
 }
 

@@ -10,7 +10,7 @@ struct server;
  * dispatch is one switch and no lookup. */
 enum tag_kind {
         TAG_LISTENER = 1, /* id: index in the listener array */
-        TAG_CONN,         /* id: fd; gen: the slot's generation */
+        TAG_CONN, /* id: fd; gen: the slot's generation */
         TAG_SIGNAL,
         TAG_TIMER_IDLE,
         TAG_TIMER_ACCEPT,
@@ -25,9 +25,18 @@ static inline uint64_t tag_make(enum tag_kind kind, uint32_t gen, uint32_t id)
         return ((uint64_t)kind << 56) | ((uint64_t)(gen & TAG_GEN_MASK) << 32) | id;
 }
 
-static inline enum tag_kind tag_kind(uint64_t tag) { return (enum tag_kind)(tag >> 56); }
-static inline uint32_t tag_gen(uint64_t tag) { return (uint32_t)(tag >> 32) & TAG_GEN_MASK; }
-static inline uint32_t tag_id(uint64_t tag) { return (uint32_t)tag; }
+static inline enum tag_kind tag_kind(uint64_t tag)
+{
+        return (enum tag_kind)(tag >> 56);
+}
+static inline uint32_t tag_gen(uint64_t tag)
+{
+        return (uint32_t)(tag >> 32) & TAG_GEN_MASK;
+}
+static inline uint32_t tag_id(uint64_t tag)
+{
+        return (uint32_t)tag;
+}
 
 int loop_init(struct server *s);
 void loop_deinit(struct server *s);

@@ -18,7 +18,7 @@
 
 struct options {
         const char *config; /* -c FILE, or NULL */
-        bool check;         /* -t */
+        bool check; /* -t */
 };
 
 static void usage(FILE *f)
@@ -51,11 +51,21 @@ static int parse_args(int argc, char **argv, struct options *o)
 
         while ((opt = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
                 switch (opt) {
-                case 'c': o->config = optarg; break;
-                case 't': o->check = true; break;
-                case 'V': printf("epolld %s\n", EPOLLD_VERSION); return EX_OK;
-                case 'h': usage(stdout); return EX_OK;
-                default: usage(stderr); return EX_USAGE;
+                case 'c':
+                        o->config = optarg;
+                        break;
+                case 't':
+                        o->check = true;
+                        break;
+                case 'V':
+                        printf("epolld %s\n", EPOLLD_VERSION);
+                        return EX_OK;
+                case 'h':
+                        usage(stdout);
+                        return EX_OK;
+                default:
+                        usage(stderr);
+                        return EX_USAGE;
                 }
         }
         if (optind < argc) {

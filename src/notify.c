@@ -133,7 +133,8 @@ void notify_reloading(struct server *s)
         /* Newer systemd matches RELOADING=1 by this timestamp; without it
          * `systemctl reload` waits for a reload it never recognises. */
         snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
-                 (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000u);
+                 (unsigned long long)ts.tv_sec * 1000000ull +
+                         (unsigned long long)ts.tv_nsec / 1000u);
         notify_send("RELOADING=1", msg);
 }
 

@@ -34,9 +34,9 @@
 
 struct plan {
         int state_fd;
-        int top;          /* highest fd passed */
-        char *names;      /* LISTEN_FDNAMES value */
-        int *fillers;     /* gaps we filled, to close on failure */
+        int top; /* highest fd passed */
+        char *names; /* LISTEN_FDNAMES value */
+        int *fillers; /* gaps we filled, to close on failure */
         unsigned n_fillers;
 };
 
@@ -169,8 +169,8 @@ failed:
                 close(p.state_fd);
         free(p.names);
         free(p.fillers);
-        log_err("re-exec of %s failed: %s; still serving with the running binary",
-                s->exec_path, strerror(-r));
+        log_err("re-exec of %s failed: %s; still serving with the running binary", s->exec_path,
+                strerror(-r));
         snprintf(status, sizeof(status), "re-exec failed: %s", strerror(-r));
         notify_reloaded(s, status);
 }

@@ -82,13 +82,16 @@ static void log_started(const struct server *s)
                  (unsigned)s->cfg.idle_timeout, log_level_name(s->cfg.log_level));
 }
 
-int server_init(struct server *s, const struct config *cfg, const char *config_path,
-                char **argv)
+int server_init(struct server *s, const struct config *cfg, const char *config_path, char **argv)
 {
         int r;
 
-        *s = (struct server){ .cfg = *cfg, .config_path = config_path, .epfd = -1,
-                              .accept_timer_fd = -1, .idle_timer_fd = -1, .signal_fd = -1,
+        *s = (struct server){ .cfg = *cfg,
+                              .config_path = config_path,
+                              .epfd = -1,
+                              .accept_timer_fd = -1,
+                              .idle_timer_fd = -1,
+                              .signal_fd = -1,
                               .notify = { .status_fd = -1, .watchdog_fd = -1 } };
         r = inherit_begin(s);
         if (r < 0)

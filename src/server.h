@@ -25,7 +25,7 @@ struct listener {
 
 /* Why accepting is paused; listeners are in the epoll set iff none. */
 enum pause_reason {
-        PAUSE_FULL = 1u << 0,   /* max_connections reached */
+        PAUSE_FULL = 1u << 0, /* max_connections reached */
         PAUSE_NOFILE = 1u << 1, /* EMFILE/ENFILE: retry from a timer */
 };
 
@@ -35,10 +35,10 @@ struct stats {
 };
 
 struct notify_state {
-        bool enabled;          /* NOTIFY_SOCKET is set */
+        bool enabled; /* NOTIFY_SOCKET is set */
         bool status_armed;
-        int status_fd;         /* one-shot: rate-limits STATUS= */
-        int watchdog_fd;       /* periodic at WATCHDOG_USEC / 2 */
+        int status_fd; /* one-shot: rate-limits STATUS= */
+        int watchdog_fd; /* periodic at WATCHDOG_USEC / 2 */
         uint64_t sent_replies; /* what the last STATUS= said */
         uint32_t sent_conns;
 };
@@ -46,8 +46,8 @@ struct notify_state {
 struct server {
         struct config cfg;
         const char *config_path; /* NULL: built-in defaults */
-        char **argv;             /* for re-exec */
-        int n_inherited;         /* LISTEN_FDS, until inherit_all() */
+        char **argv; /* for re-exec */
+        int n_inherited; /* LISTEN_FDS, until inherit_all() */
         char **inherited_names;
         char exec_path[4096];
 
@@ -57,19 +57,19 @@ struct server {
 
         struct listener listeners[CONFIG_MAX_LISTEN];
         unsigned n_listeners;
-        unsigned paused;        /* enum pause_reason bits */
+        unsigned paused; /* enum pause_reason bits */
         int accept_timer_fd;
         uint64_t accept_failures; /* in the current EMFILE episode */
 
-        struct conn *conns;     /* indexed by fd, table_size slots, lazily touched */
+        struct conn *conns; /* indexed by fd, table_size slots, lazily touched */
         uint32_t table_size;
         uint32_t n_conns;
         uint32_t max_connections; /* cfg.max_connections capped by RLIMIT_NOFILE */
-        int max_fd;               /* highest fd ever used for a connection */
+        int max_fd; /* highest fd ever used for a connection */
 
         int idle_timer_fd;
         int32_t idle_head, idle_tail; /* fds, -1 = empty; oldest activity first */
-        uint32_t now_ms;              /* CLOCK_MONOTONIC, once per loop turn */
+        uint32_t now_ms; /* CLOCK_MONOTONIC, once per loop turn */
 
         int signal_fd;
         bool stopping;
@@ -79,8 +79,7 @@ struct server {
 };
 
 /* The start and stop sequence, and reload (server.c). */
-int server_init(struct server *s, const struct config *cfg, const char *config_path,
-                char **argv);
+int server_init(struct server *s, const struct config *cfg, const char *config_path, char **argv);
 void server_deinit(struct server *s);
 int server_run(struct server *s);
 void server_reload(struct server *s);

@@ -62,8 +62,10 @@ static size_t collect(const struct server *s, struct state_record *r)
 
                 if (!(c->flags & CONN_OPEN) || fstat(fd, &st) < 0)
                         continue;
-                r[n++] = (struct state_record){ .ino = st.st_ino, .id = c->id,
-                                                .replies = c->replies, .pending = c->pending,
+                r[n++] = (struct state_record){ .ino = st.st_ino,
+                                                .id = c->id,
+                                                .replies = c->replies,
+                                                .pending = c->pending,
                                                 .flags = c->flags & CONN_EOF };
         }
         return n;
@@ -71,9 +73,11 @@ static size_t collect(const struct server *s, struct state_record *r)
 
 int state_write(const struct server *s)
 {
-        struct state_header h = { .magic = STATE_MAGIC, .version = STATE_VERSION,
+        struct state_header h = { .magic = STATE_MAGIC,
+                                  .version = STATE_VERSION,
                                   .record_size = sizeof(struct state_record),
-                                  .next_id = s->stats.accepted, .replies = s->stats.replies };
+                                  .next_id = s->stats.accepted,
+                                  .replies = s->stats.replies };
         struct state_record *r = calloc(s->n_conns ? s->n_conns : 1, sizeof(*r));
         int fd, err;
 
@@ -104,7 +108,9 @@ static int reject(struct state *st, char *why, size_t whylen, const char *fmt, .
         va_list ap;
 
         va_start(ap, fmt);
-        (void)vsnprintf(why, whylen, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
+        (void)vsnprintf(
+                why, whylen, fmt,
+                ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
         va_end(ap);
         state_free(st);
         return -EBADMSG;
@@ -131,11 +137,13 @@ static int check_header(const struct state_header *h, size_t size, char *why, si
                 return snprintf(why, whylen, "unsupported version %u", h->version), -1;
         if (h->record_size != sizeof(struct state_record))
                 return snprintf(why, whylen, "record size %u, expected %zu", h->record_size,
-                                sizeof(struct state_record)), -1;
+                                sizeof(struct state_record)),
+                       -1;
         if (h->count != (size - sizeof(*h)) / sizeof(struct state_record) ||
             (size - sizeof(*h)) % sizeof(struct state_record) != 0)
                 return snprintf(why, whylen, "count %llu does not match the size %zu",
-                                (unsigned long long)h->count, size), -1;
+                                (unsigned long long)h->count, size),
+                       -1;
         return 0;
 }
 
@@ -146,13 +154,16 @@ static int check_records(const struct state *st, char *why, size_t whylen)
 
                 if (r->id == 0 || r->id > st->next_id)
                         return snprintf(why, whylen, "record %zu: id %llu out of range", i,
-                                        (unsigned long long)r->id), -1;
+                                        (unsigned long long)r->id),
+                               -1;
                 if (r->pending > CONN_PENDING_MAX || r->flags & ~(uint32_t)CONN_EOF)
                         return snprintf(why, whylen, "record %zu: bad pending %u or flags %#x", i,
-                                        r->pending, r->flags), -1;
+                                        r->pending, r->flags),
+                               -1;
                 if (i > 0 && r->ino == st->records[i - 1].ino)
                         return snprintf(why, whylen, "record %zu: inode %llu twice", i,
-                                        (unsigned long long)r->ino), -1;
+                                        (unsigned long long)r->ino),
+                               -1;
         }
         return 0;
 }
@@ -178,7 +189,8 @@ int state_read(int fd, struct state *st, char *why, size_t whylen)
         if (fstat(fd, &sb) < 0)
                 return reject(st, why, whylen, "fstat: %s", strerror(errno));
         if (!S_ISREG(sb.st_mode) || sb.st_size < (off_t)sizeof(*h) || sb.st_size > STATE_MAX_BYTES)
-                return reject(st, why, whylen, "not a regular file of a plausible size (%lld bytes)",
+                return reject(st, why, whylen,
+                              "not a regular file of a plausible size (%lld bytes)",
                               (long long)sb.st_size);
         size = (size_t)sb.st_size;
         buf = malloc(size);

@@ -17,8 +17,8 @@ struct state_record {
 };
 
 struct state {
-        uint64_t next_id;  /* connection ids already used */
-        uint64_t replies;  /* replies in all, for STATUS= */
+        uint64_t next_id; /* connection ids already used */
+        uint64_t replies; /* replies in all, for STATUS= */
         struct state_record *records; /* sorted by ino */
         size_t n;
 };

@@ -7,21 +7,20 @@
 
 static int check_passed, check_failed;
 
-#define CHECK(cond, ...)                                                        \
-        do {                                                                    \
-                if (cond) {                                                     \
-                        check_passed++;                                         \
-                } else {                                                        \
-                        check_failed++;                                         \
-                        fprintf(stderr, "%s:%d: FAILED: ", __FILE__, __LINE__); \
-                        fprintf(stderr, __VA_ARGS__);                           \
-                        fputc('\n', stderr);                                    \
-                }                                                               \
+#define CHECK(cond, ...)                                                                           \
+        do {                                                                                       \
+                if (cond) {                                                                        \
+                        check_passed++;                                                            \
+                } else {                                                                           \
+                        check_failed++;                                                            \
+                        fprintf(stderr, "%s:%d: FAILED: ", __FILE__, __LINE__);                    \
+                        fprintf(stderr, __VA_ARGS__);                                              \
+                        fputc('\n', stderr);                                                       \
+                }                                                                                  \
         } while (0)
 
-#define CHECK_STR(got, want, what)                                               \
-        CHECK(strcmp((got), (want)) == 0, "%s:\n  got:  %s\n  want: %s", (what), \
-              (got), (want))
+#define CHECK_STR(got, want, what)                                                                 \
+        CHECK(strcmp((got), (want)) == 0, "%s:\n  got:  %s\n  want: %s", (what), (got), (want))
 
 static inline int check_summary(void)
 {

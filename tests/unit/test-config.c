@@ -17,8 +17,10 @@ static const struct bad bads[] = {
         { "foo = 1\n", "1: key 'foo' outside of any section" },
         { "[server]\nport = 80\n", "2: unknown key 'port' in section [server]" },
         { "[log]\nmax_events = 1\n", "2: unknown key 'max_events' in section [log]" },
-        { "[server]\nbacklog = 1\nbacklog = 2\n", "3: duplicate key 'backlog' (first set on line 2)" },
-        { "[log]\nlevel = info\n[log]\nlevel = debug\n", "4: duplicate key 'level' (first set on line 2)" },
+        { "[server]\nbacklog = 1\nbacklog = 2\n",
+          "3: duplicate key 'backlog' (first set on line 2)" },
+        { "[log]\nlevel = info\n[log]\nlevel = debug\n",
+          "4: duplicate key 'level' (first set on line 2)" },
         { "[server]\nbacklog =\n", "2: backlog: empty value" },
         { "[server]\nlisten = \n", "2: listen: empty value" },
         { "[server]\nmax_events = abc\n", "2: max_events: 'abc' is not a number" },
@@ -35,7 +37,8 @@ static const struct bad bads[] = {
         { "[server]\nmax_connections = 0\n", "2: max_connections: 0 is out of range (1..1048576)" },
         { "[server]\nmax_connections = 1048577\n",
           "2: max_connections: 1048577 is out of range (1..1048576)" },
-        { "[server]\nidle_timeout = 604801\n", "2: idle_timeout: 604801 is out of range (0..604800)" },
+        { "[server]\nidle_timeout = 604801\n",
+          "2: idle_timeout: 604801 is out of range (0..604800)" },
         { "[server]\nidle_timeout = 1.5\n", "2: idle_timeout: '1.5' is not a number" },
         { "[log]\nlevel = loud\n",
           "2: level: unknown level 'loud' (expected emerg, alert, crit, err, warning, notice, "
@@ -106,25 +109,24 @@ static void test_defaults(void)
         CHECK_STR(buf, "127.0.0.1:8001", "default listen");
         CHECK(c.max_events == 1024 && c.backlog == 4096 && c.max_connections == 65536 &&
                       c.idle_timeout == 0 && c.log_level == LOG_INFO,
-              "defaults %u %u %u %u %d", c.max_events, c.backlog, c.max_connections,
-              c.idle_timeout, c.log_level);
+              "defaults %u %u %u %u %d", c.max_events, c.backlog, c.max_connections, c.idle_timeout,
+              c.log_level);
 }
 
 static void test_every_key(void)
 {
-        static const char ini[] =
-                "\xEF\xBB\xBF; a BOM and comments are fine\n"
-                "[server]\n"
-                "listen = 127.0.0.2:9000 ; first replaces the default\n"
-                "listen = [::1]:9001\n"
-                "listen = *:9002\n"
-                "max_events = 65536\n"
-                "backlog = 1\n"
-                "max_connections = 1048576\n"
-                "idle_timeout = 604800\n"
-                "user = nobody\n"
-                "[log]\n"
-                "level = debug\n";
+        static const char ini[] = "\xEF\xBB\xBF; a BOM and comments are fine\n"
+                                  "[server]\n"
+                                  "listen = 127.0.0.2:9000 ; first replaces the default\n"
+                                  "listen = [::1]:9001\n"
+                                  "listen = *:9002\n"
+                                  "max_events = 65536\n"
+                                  "backlog = 1\n"
+                                  "max_connections = 1048576\n"
+                                  "idle_timeout = 604800\n"
+                                  "user = nobody\n"
+                                  "[log]\n"
+                                  "level = debug\n";
         char err[CONFIG_ERROR_MAX], buf[ADDR_TEXT_MAX];
         struct config c;
 
@@ -138,8 +140,8 @@ static void test_every_key(void)
         CHECK(c.listen_line[1] == 4, "line of listen 2: %u", c.listen_line[1]);
         CHECK(c.max_events == 65536 && c.backlog == 1 && c.max_connections == 1048576 &&
                       c.idle_timeout == 604800 && c.log_level == LOG_DEBUG,
-              "values %u %u %u %u %d", c.max_events, c.backlog, c.max_connections,
-              c.idle_timeout, c.log_level);
+              "values %u %u %u %u %d", c.max_events, c.backlog, c.max_connections, c.idle_timeout,
+              c.log_level);
 }
 
 /* A comment line of LEN characters, then "backlog = 7" unless LAST. */
