@@ -20,9 +20,9 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
         va_list ap;
 
         va_start(ap, fmt);
-        (void)vsnprintf(
-                err, errlen, fmt,
-                ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
+        /* va_start is right above: a clang 14 false positive. */
+        // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized)
+        (void)vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
         return -1;
 }

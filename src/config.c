@@ -68,9 +68,9 @@ static void error_at(struct parser *p, const char *fmt, ...)
         if (p->err_line)
                 return;
         va_start(ap, fmt);
-        (void)vsnprintf(
-                msg, sizeof(msg), fmt,
-                ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
+        /* va_start is right above: a clang 14 false positive. */
+        // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized)
+        (void)vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
         p->err_line = p->line;
         (void)snprintf(p->err, CONFIG_ERROR_MAX, "%.200s:%u: %.280s", p->name, p->line, msg);

@@ -114,9 +114,9 @@ static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size, con
         int len;
 
         va_start(ap, fmt);
-        len = vsnprintf(
-                buf, size, fmt,
-                ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
+        /* va_start is right above: a clang 14 false positive. */
+        // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized)
+        len = vsnprintf(buf, size, fmt, ap);
         va_end(ap);
         if (len < 0)
                 return n;
@@ -172,9 +172,9 @@ void log_write(int priority, const struct log_fields *fields, const char *fmt, .
         va_list ap;
 
         va_start(ap, fmt);
-        (void)vsnprintf(
-                msg, sizeof(msg), fmt,
-                ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
+        /* va_start is right above: a clang 14 false positive. */
+        // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized)
+        (void)vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
         if (journal)
                 write_journal(priority, fields, msg);

@@ -108,9 +108,9 @@ static int reject(struct state *st, char *why, size_t whylen, const char *fmt, .
         va_list ap;
 
         va_start(ap, fmt);
-        (void)vsnprintf(
-                why, whylen, fmt,
-                ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start is right above; clang 14 false positive */
+        /* va_start is right above: a clang 14 false positive. */
+        // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized)
+        (void)vsnprintf(why, whylen, fmt, ap);
         va_end(ap);
         state_free(st);
         return -EBADMSG;
