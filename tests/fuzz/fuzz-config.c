@@ -39,8 +39,8 @@ struct result {
 
 static void fail(const char *what, const struct result *res)
 {
-        fprintf(stderr, "fuzz-config: invariant violated: %s (r=%d, err='%.*s')\n", what,
-                res->r, CONFIG_ERROR_MAX, res->err);
+        fprintf(stderr, "fuzz-config: invariant violated: %s (r=%d, err='%.*s')\n", what, res->r,
+                CONFIG_ERROR_MAX, res->err);
         abort();
 }
 
