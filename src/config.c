@@ -147,13 +147,17 @@ static char *read_line(char *str, int num, void *stream)
 {
         struct parser *p = stream;
         long before = ftell(p->f);
+        const char *text;
         size_t len;
 
         if (!fgets(str, num, p->f))
                 return NULL;
         p->line++;
-        p->indented = str[0] == ' ' || str[0] == '\t';
         len = bytes_read(p->f, before, str);
+        text = str;
+        if (p->line == 1 && strncmp(str, "\xEF\xBB\xBF", 3) == 0)
+                text += 3; /* inih skips a UTF-8 byte order mark; so do we */
+        p->indented = text[0] == ' ' || text[0] == '\t';
         if (memchr(str, '\0', len)) {
                 error_at(p, "NUL byte in line");
                 if (str[len - 1] != '\n')
@@ -162,7 +166,7 @@ static char *read_line(char *str, int num, void *stream)
                 return str;
         }
         if (str[len - 1] == '\n' || feof(p->f) || line_ends_here(p->f))
-                return check_section_line(p, str), str;
+                return check_section_line(p, text), str;
         error_at(p, "line too long (at most %d characters)", num - 1);
         skip_rest_of_line(p->f);
         str[0] = '\0';

@@ -138,7 +138,7 @@ int conn_adopt(struct server *s, int fd, const struct state_record *r)
         *c = (struct conn){ .id = r ? r->id : ++s->stats.accepted,
                             .gen = c->gen,
                             .events = EPOLLIN,
-                            .flags = CONN_OPEN,
+                            .flags = CONN_OPEN | CONN_ADOPTED,
                             .idle_prev = -1,
                             .idle_next = -1 };
         if (r) {
@@ -232,7 +232,10 @@ void conn_close(struct server *s, int fd, const char *why)
         if (log_enabled(LOG_INFO) && log_allow(LOG_LIMIT_CLOSE))
                 log_close(c, fd, why);
         idle_remove(s, fd);
-        /* close() also drops the fd from the epoll set: it is never dup'ed. */
+        /* close() drops the fd from the epoll set only with the last copy
+         * of the socket: ours, unless PID 1 still holds the adopted one. */
+        if (c->flags & CONN_ADOPTED)
+                (void)loop_del(s, fd); /* ENOENT is fine: not in the set */
         if (close(fd) < 0)
                 log_warning("close of connection #%llu (fd %d) failed: %s",
                             (unsigned long long)c->id, fd, strerror(errno));
@@ -346,11 +349,10 @@ void conn_on_event(struct server *s, uint64_t tag, uint32_t events)
 
         if (!(c->flags & CONN_OPEN) || c->gen != tag_gen(tag))
                 return; /* closed earlier in this batch */
-        if (c->events & EPOLLIN && events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-                if (read_once(s, fd, c) < 0)
-                        return;
-                idle_touch(s, fd);
-        }
+        idle_touch(s, fd); /* any event is traffic: data, room to write, or an error */
+        if (c->events & EPOLLIN && events & (EPOLLIN | EPOLLERR | EPOLLHUP) &&
+            read_once(s, fd, c) < 0)
+                return;
         if (c->pending && flush(s, fd, c) < 0)
                 return;
         if (c->flags & CONN_EOF && !c->pending) {

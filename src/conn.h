@@ -30,6 +30,9 @@ struct conn {
 enum {
         CONN_OPEN = 1u << 0,
         CONN_EOF = 1u << 1, /* peer sent FIN: flush what is pending, then close */
+        /* Inherited: PID 1 may still hold a copy (fd store), so close()
+         * alone would not take it out of the epoll set. */
+        CONN_ADOPTED = 1u << 2,
 };
 
 /* Reserves (does not touch) one slot per possible fd. */

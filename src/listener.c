@@ -75,6 +75,17 @@ static int add_to_loop(struct server *s, unsigned i)
         return loop_add(s, s->listeners[i].fd, EPOLLIN, tag_make(TAG_LISTENER, 0, i));
 }
 
+/* With port 0 the kernel picks one: name the listener after what it got
+ * (l->addr keeps the configured address, which a reload compares). */
+static void name_bound(struct listener *l)
+{
+        struct sockaddr_storage got;
+        socklen_t len = sizeof(got);
+
+        if (getsockname(l->fd, (struct sockaddr *)&got, &len) == 0)
+                addr_format((struct sockaddr *)&got, l->name);
+}
+
 static int bind_one(struct listener *l, const struct addr *a, uint32_t backlog)
 {
         int fd;
@@ -88,6 +99,7 @@ static int bind_one(struct listener *l, const struct addr *a, uint32_t backlog)
                 return fd;
         }
         l->fd = fd;
+        name_bound(l);
         return 0;
 }
 
@@ -149,7 +161,7 @@ static void drop_stored(struct server *s)
                 }
                 log_info("socket activation: dropping stored listener %s", l->name);
                 fdstore_remove(s, l->fdname);
-                if (close(l->fd) < 0)
+                if (close(l->fd) < 0) /* never added to the epoll set */
                         log_warning("close of listener %s failed: %s", l->name, strerror(errno));
         }
         s->n_listeners = kept;
@@ -286,12 +298,18 @@ static int find_listener(const struct server *s, const struct addr *a)
         return -1;
 }
 
-/* Closes the listeners l[i] for which which[i] == value. */
-static void close_where(struct listener *l, unsigned n, const bool *which, bool value)
+/* Closes the listeners l[i] for which which[i] == value. PID 1 may hold a
+ * copy (fd store), so each leaves the epoll set explicitly first. */
+static void close_where(struct server *s, struct listener *l, unsigned n, const bool *which,
+                        bool value)
 {
-        for (unsigned i = 0; i < n; i++)
-                if (which[i] == value && close(l[i].fd) < 0)
+        for (unsigned i = 0; i < n; i++) {
+                if (which[i] != value)
+                        continue;
+                (void)loop_del(s, l[i].fd); /* ENOENT is fine: never added, or paused */
+                if (close(l[i].fd) < 0)
                         log_warning("close of listener %s failed: %s", l[i].name, strerror(errno));
+        }
 }
 
 /* Announces and stores what changed: listeners gone leave the fd store,
@@ -318,7 +336,7 @@ static void announce(struct server *s, const struct listener *next, unsigned n, 
 static void commit(struct server *s, struct listener *next, unsigned n, const bool *kept,
                    uint32_t backlog)
 {
-        close_where(s->listeners, s->n_listeners, kept, false);
+        close_where(s, s->listeners, s->n_listeners, kept, false);
         memcpy(s->listeners, next, n * sizeof(*next));
         s->n_listeners = n;
         for (unsigned i = 0; i < n; i++) {
@@ -355,7 +373,7 @@ int listeners_reconfigure(struct server *s, const struct config *next)
                 }
                 r = bind_one(&fresh[i], &next->listen[i], next->backlog);
                 if (r < 0) {
-                        close_where(fresh, i, opened, true);
+                        close_where(s, fresh, i, opened, true);
                         return r;
                 }
                 opened[i] = true;

@@ -109,9 +109,20 @@ static void undo(struct plan *p)
 
 /* Builds LISTEN_FDNAMES and readies every fd; -errno with nothing to undo
  * beyond what undo() handles. */
+/* Room for every name in LISTEN_FDNAMES: "conn", "state" and "x" are
+ * short, listeners carry their address. */
+static size_t names_size(const struct server *s, const struct plan *p)
+{
+        size_t size = (size_t)(p->top - 2) * (sizeof("state:") - 1) + 1;
+
+        for (unsigned i = 0; i < s->n_listeners; i++)
+                size += strlen(s->listeners[i].fdname);
+        return size;
+}
+
 static int prepare(struct server *s, struct plan *p)
 {
-        size_t len = 0, cap = (size_t)(p->top - 2) * 8 + 64;
+        size_t len = 0, cap = names_size(s, p);
         char num[32];
         int r;
 
@@ -123,7 +134,7 @@ static int prepare(struct server *s, struct plan *p)
                 const char *name = name_of(s, p, fd);
                 size_t n = strlen(name);
 
-                if (len + n + 2 > cap || len + n + 2 > ENV_STRING_MAX - 32)
+                if (len + n + 1 > cap || len + n + 1 > ENV_STRING_MAX - 32)
                         return -E2BIG;
                 memcpy(p->names + len, name, n);
                 len += n;
@@ -144,9 +155,14 @@ void reexec(struct server *s)
         char status[128];
         int r;
 
+        notify_reloading(s);
+        /* The new image reads the file again: it must be valid, and what it
+         * says must already be in place (its listeners bound), or the new
+         * image would fail to start and take every connection with it. */
+        if (server_reload_for(s, "re-exec") < 0)
+                return;
         log_notice("SIGUSR2: re-executing %s with %u connection(s)", s->exec_path,
                    (unsigned)s->n_conns);
-        notify_reloading(s);
         p.state_fd = state_write(s);
         if (p.state_fd < 0) {
                 r = p.state_fd;

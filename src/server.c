@@ -149,47 +149,60 @@ int server_run(struct server *s)
         return r;
 }
 
-static void reload_failed(struct server *s, const char *why)
+/* Reads the configuration file into a fresh struct and applies it. On
+ * failure nothing has changed and WHY says what failed. A change of user
+ * is kept for the next start; BEFORE_EXEC refuses it instead, because the
+ * new image could not switch users any more. */
+static int apply_file(struct server *s, bool before_exec, char why[CONFIG_ERROR_MAX])
 {
-        char status[CONFIG_ERROR_MAX + 32];
-
-        log_err("reload failed, keeping the previous configuration");
-        snprintf(status, sizeof(status), "reload failed: %s", why);
-        notify_reloaded(s, status);
-}
-
-void server_reload(struct server *s)
-{
-        char err[CONFIG_ERROR_MAX];
         struct config next;
         uint32_t old_idle = s->cfg.idle_timeout;
         int r;
 
-        notify_reloading(s);
-        if (!s->config_path) {
-                log_notice("reload requested, but running on built-in defaults: nothing to read");
-                notify_reloaded(s, NULL);
-                return;
-        }
-        if (config_load(&next, s->config_path, err) < 0) {
-                log_err("%s", err);
-                reload_failed(s, err);
-                return;
+        if (!s->config_path)
+                return 0; /* built-in defaults: nothing to read */
+        if (config_load(&next, s->config_path, why) < 0)
+                return -1;
+        if (strcmp(next.user, s->cfg.user) != 0) {
+                if (before_exec) {
+                        snprintf(why, CONFIG_ERROR_MAX, "a change of user takes a restart");
+                        return -1;
+                }
+                log_warning("reload: a change of user takes a restart; keeping the current one");
+                memcpy(next.user, s->cfg.user, sizeof(next.user));
         }
         r = listeners_reconfigure(s, &next);
         if (r < 0) {
-                snprintf(err, sizeof(err), "cannot open a new listener: %s", strerror(-r));
-                reload_failed(s, err);
-                return;
-        }
-        if (strcmp(next.user, s->cfg.user) != 0) {
-                log_warning("reload: a change of user takes a restart; keeping the current one");
-                memcpy(next.user, s->cfg.user, sizeof(next.user));
+                snprintf(why, CONFIG_ERROR_MAX, "cannot open a new listener: %s", strerror(-r));
+                return -1;
         }
         s->cfg = next;
         log_set_max_priority(next.log_level);
         apply_max_connections(s);
         idle_reconfigure(s, old_idle);
         log_notice("reloaded configuration from %s", s->config_path);
-        notify_reloaded(s, NULL);
+        return 0;
+}
+
+int server_reload_for(struct server *s, const char *what)
+{
+        char why[CONFIG_ERROR_MAX], status[CONFIG_ERROR_MAX + 64];
+        bool before_exec = strcmp(what, "reload") != 0;
+
+        if (!s->config_path)
+                log_notice("%s requested, but running on built-in defaults: nothing to read", what);
+        if (apply_file(s, before_exec, why) == 0)
+                return 0;
+        log_err("%s", why);
+        log_err("%s failed, keeping the previous configuration", what);
+        snprintf(status, sizeof(status), "%s failed: %s", what, why);
+        notify_reloaded(s, status);
+        return -1;
+}
+
+void server_reload(struct server *s)
+{
+        notify_reloading(s);
+        if (server_reload_for(s, "reload") == 0)
+                notify_reloaded(s, NULL);
 }
