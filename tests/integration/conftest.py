@@ -233,12 +233,6 @@ class Daemon:
     def connect(self, index=0, **kw):
         return connect(self.hosts[index], self.ports[index], **kw)
 
-    @property
-    def sanitized(self):
-        """True for a build with ASan/UBSan, which needs looser memory bounds."""
-        maps = Path(f"/proc/{self.pid}/maps").read_text()
-        return "libasan" in maps or "libubsan" in maps or "__asan" in maps
-
     def rss_kib(self):
         return proc_status(self.pid, "VmRSS")
 

@@ -1,6 +1,7 @@
 """Listen addresses: IPv6, several listen lines, "*:PORT" for both families,
 and what the start-up lines say about the configuration in force."""
 import resource
+import signal
 
 from conftest import REPLY, connect, exchange
 
@@ -48,7 +49,7 @@ def test_log_level_notice_hides_info_lines(epolld):
     d = epolld(level="notice")
     with d.connect() as s:
         assert exchange(s) == REPLY
-    d.signal(15)
+    d.signal(signal.SIGTERM)
     assert d.wait_exit(5) == 0
     log = d.log()
     assert "info:" not in log and "debug:" not in log, log
