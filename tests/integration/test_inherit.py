@@ -166,6 +166,30 @@ def test_bad_state_is_ignored_and_connections_adopted_fresh(rx, kind):
     assert_fresh_and_serving(d, conns)
 
 
+@pytest.mark.parametrize("kind", ["duplicate id", "next_id at the top"])
+def test_state_never_makes_ids_repeat_or_zero(rx, kind):
+    """Ids name connections in the log and the journal (CONNECTION_ID=):
+    whatever a state file says, no two connections may share one and none
+    may be 0 (the reader itself rejects a record with id 0). BUG: two
+    records with the same id (distinct inodes) are accepted, and so is
+    next_id = 2^64-1, after which a connection without a record gets
+    ++next_id = #0. Either file should be rejected like any bad field."""
+    conns = pairs(3)
+    inodes = [ino(s) for _, s, _ in conns]
+    if kind == "duplicate id":
+        data = state_bytes([(inodes[0], 5, 0, 0, 0), (inodes[1], 5, 0, 0, 0)], 6)
+    else:
+        data = state_bytes([(inodes[0], 5, 0, 0, 0), (inodes[1], 6, 0, 0, 0)], 2**64 - 1)
+    state = memfd_with(data)
+    d = start_with(rx, [(conns[0][1], "conn"), (conns[1][1], "conn"), (conns[2][1], "conn"),
+                        (state, "state")])
+    log = d.wait_log("adopted 3 of 3")
+    ids = [int(cid) for cid, _, _ in ADOPTED.findall(log)]
+    assert len(set(ids)) == 3 and 0 not in ids, f"adopted ids {ids}"
+    for c, _, _ in conns:
+        ask(c)
+
+
 @pytest.mark.parametrize("kind", ["pipe", "socket"])
 def test_state_that_is_not_a_file_is_ignored(rx, kind):
     conns = pairs(2)
