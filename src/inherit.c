@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,7 +47,13 @@ static void close_fd(int fd, const char *name, const char *why)
 
 static bool is_connected_tcp(int fd)
 {
-        return sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 0, 0) > 0;
+        struct sockaddr_storage peer;
+        socklen_t len = sizeof(peer);
+
+        /* sd_is_socket_inet() only knows "not listening"; a peer makes it
+         * a connection. */
+        return sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 0, 0) > 0 &&
+               getpeername(fd, (struct sockaddr *)&peer, &len) == 0;
 }
 
 static bool is_listening_tcp(int fd)

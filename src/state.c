@@ -24,6 +24,7 @@
 #define STATE_MAGIC "EPOLLDST"
 #define STATE_VERSION 1u
 #define STATE_MAX_BYTES (64u << 20)
+#define STATE_MAX_ID (UINT64_MAX / 2)
 
 struct state_header {
         char magic[8];
@@ -147,8 +148,41 @@ static int check_header(const struct state_header *h, size_t size, char *why, si
         return 0;
 }
 
+static int by_id(const void *a, const void *b)
+{
+        const uint64_t *x = a, *y = b;
+
+        return (*x > *y) - (*x < *y);
+}
+
+/* Ids must stay unique: no two records with one id. */
+static int check_ids(const struct state *st, char *why, size_t whylen)
+{
+        uint64_t *ids = malloc(st->n ? st->n * sizeof(*ids) : 1);
+        int r = 0;
+
+        if (!ids)
+                return snprintf(why, whylen, "out of memory for %zu ids", st->n), -1;
+        for (size_t i = 0; i < st->n; i++)
+                ids[i] = st->records[i].id;
+        qsort(ids, st->n, sizeof(*ids), by_id);
+        for (size_t i = 1; i < st->n && r == 0; i++) {
+                if (ids[i] != ids[i - 1])
+                        continue;
+                (void)snprintf(why, whylen, "id %llu twice", (unsigned long long)ids[i]);
+                r = -1;
+        }
+        free(ids);
+        return r;
+}
+
 static int check_records(const struct state *st, char *why, size_t whylen)
 {
+        /* New ids count up from next_id; they must not wrap to 0. */
+        if (st->next_id > STATE_MAX_ID)
+                return snprintf(why, whylen, "next id %llu out of range",
+                                (unsigned long long)st->next_id),
+                       -1;
         for (size_t i = 0; i < st->n; i++) {
                 const struct state_record *r = &st->records[i];
 
@@ -216,7 +250,7 @@ int state_read(int fd, struct state *st, char *why, size_t whylen)
         if (!st->records)
                 return reject(st, why, whylen, "out of memory for %zu records", st->n);
         qsort(st->records, st->n, sizeof(*st->records), by_ino);
-        if (check_records(st, why, whylen) < 0)
+        if (check_records(st, why, whylen) < 0 || check_ids(st, why, whylen) < 0)
                 return fail(st);
         return 0;
 }

@@ -70,6 +70,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """N distinct ports that were free a moment ago: all are held open
+    together while they are picked, so none is handed out twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def write_config(path, port=None, level="debug"):
     lines = ["[server]"]
     if port is not None:

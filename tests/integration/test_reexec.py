@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from rxhelpers import (ADOPTED, BIN, EPOLLIN, EPOLLOUT, REPLY, ask, connect, epoll_interest,
+from rxhelpers import (ADOPTED, BIN, free_ports, EPOLLIN, EPOLLOUT, REPLY, ask, connect, epoll_interest,
                        fd_cloexec, fill_until_blocked, free_port, inq, proc_fds, recv_exact,
                        recv_for, rx, sees_eof, socket_fd_of, start_time, tcp_pair,  # noqa: F401
                        wait_until)
@@ -372,7 +372,7 @@ def test_reexec_with_few_connections_and_long_fd_names(rx, case):
     listeners or more, or two long socket unit names, every SIGUSR2 failed
     with "Argument list too long"."""
     if case == "8 listeners":
-        ports = [free_port() for _ in range(8)]
+        ports = free_ports(8)
         conf = rx.workdir / "many.ini"
         conf.write_text("[server]\n" + "".join(f"listen = 127.0.0.1:{p}\n" for p in ports) +
                         "[log]\nlevel = debug\n")
