@@ -275,8 +275,15 @@ def _host_of(spec):
     return spec.strip("[]")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item, for fixtures to look at."""
+    outcome = yield
+    setattr(item, "report_" + call.when, outcome.get_result())
+
+
 @pytest.fixture
-def epolld(tmp_path):
+def epolld(tmp_path, request):
     """A factory: epolld(listen=("127.0.0.1",), level="info", **server_keys).
 
     Each listen host gets its own free port; a start that loses a port race
@@ -313,9 +320,15 @@ def epolld(tmp_path):
         raise AssertionError("no free port found in 5 attempts")
 
     yield start
+    failed = getattr(request.node, "report_call", None)
+    failed = failed is not None and failed.failed
     reports = []
     for d in started:
+        status = d.proc.poll()
         d.stop()
+        if failed:  # shown with the failure, under "Captured stdout teardown"
+            state = "running" if status is None else f"had exited with status {status}"
+            print(f"--- epolld pid {d.pid} ({state} at teardown), {d.log_path}:\n{d.tail(60)}")
         if SANITIZER_REPORT.search(d.log()):
             reports.append(d.tail(80))
     assert not reports, "sanitizer report in the daemon's log:\n" + "\n".join(reports)

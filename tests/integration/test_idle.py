@@ -1,9 +1,18 @@
 """idle_timeout: a connection that stays silent is closed by the daemon after
-about idle_timeout seconds; one that keeps talking is never closed."""
+about idle_timeout seconds; one that keeps talking is never closed.
+
+The active client talks every 0.3 s against a 1 s timeout. On a loaded
+machine the test process itself can pause for most of a second; a run in
+which it did (a gap of 0.8 s or more between two messages) proves nothing
+either way and is tried again, at most three times."""
 import threading
 import time
 
 from conftest import REPLY, exchange, sees_eof
+
+INTERVAL = 0.3
+TOO_LATE = 0.8  # a gap this long in the client's own schedule: inconclusive
+ATTEMPTS = 3
 
 
 def test_silent_connection_is_closed(epolld):
@@ -16,49 +25,71 @@ def test_silent_connection_is_closed(epolld):
     d.wait_log(r"^info: closed connection #1 \(idle timeout\) after 0 replies \(fd \d+\)$")
 
 
-def talk(sock, duration, interval=0.3):
-    """Sends one message every INTERVAL for DURATION seconds. Returns the
-    number of replies and the error that ended the talk early (None if the
-    connection stayed open and answered throughout)."""
-    n = 0
-    end = time.monotonic() + duration
-    while time.monotonic() < end:
+class Talk:
+    """Sends one message every INTERVAL for DURATION seconds and closes the
+    socket right after the last reply, leaving no silent tail."""
+
+    def __init__(self, sock, duration):
+        self.sock, self.duration = sock, duration
+        self.replies, self.error, self.max_gap = 0, None, 0.0
+
+    def run(self):
+        start = last = time.monotonic()
         try:
-            assert exchange(sock, timeout=1.0) == REPLY
+            while True:
+                now = time.monotonic()
+                self.max_gap = max(self.max_gap, now - last)
+                last = now
+                assert exchange(self.sock, timeout=1.0) == REPLY
+                self.replies += 1
+                if time.monotonic() + INTERVAL >= start + self.duration:
+                    break
+                time.sleep(INTERVAL)
         except (AssertionError, OSError) as e:
-            return n, f"{e} after {n} replies"
-        n += 1
-        time.sleep(interval)
-    return n, None
+            self.error = f"{e} after {self.replies} replies"
+        finally:
+            self.sock.close()
+
+    @property
+    def inconclusive(self):
+        return self.error is not None and self.max_gap >= TOO_LATE
 
 
 def test_active_connection_is_not_closed(epolld):
-    d = epolld(idle_timeout=1)
-    with d.connect() as s:
-        replies, error = talk(s, 3.0)
-        assert error is None, f"{error}; log:\n{d.tail()}"
-        assert replies >= 5
-        assert exchange(s) == REPLY
+    for _ in range(ATTEMPTS):
+        d = epolld(idle_timeout=1)
+        talk = Talk(d.connect(), 3.0)
+        talk.run()
+        if not talk.inconclusive:
+            break
+    assert talk.error is None, f"{talk.error}; log:\n{d.tail()}"
+    assert talk.replies >= 5
+    d.wait_log(rf"^info: closed connection #1 \(closed by peer\) after {talk.replies} replies")
     assert "idle timeout" not in d.log()
 
 
 def test_silent_closed_while_active_kept(epolld):
-    d = epolld(idle_timeout=1)
-    with d.connect() as silent, d.connect() as active:
-        result = {}
-        t = threading.Thread(target=lambda: result.update(talk=talk(active, 3.0)))
+    for _ in range(ATTEMPTS):
+        d = epolld(idle_timeout=1)
+        silent = d.connect()
+        talk = Talk(d.connect(), 3.0)
+        t = threading.Thread(target=talk.run)
         start = time.monotonic()
         t.start()
         try:
-            assert sees_eof(silent, timeout=4.0), "the silent connection was not closed"
+            closed = sees_eof(silent, timeout=4.0)
             elapsed = time.monotonic() - start
         finally:
+            silent.close()
             t.join(10)
-        assert 0.9 <= elapsed <= 3.0, f"silent one closed after {elapsed:.2f} s"
-        replies, error = result.get("talk", (0, "no result"))
-        assert error is None, f"the active one: {error}; log:\n{d.tail()}"
-        assert replies >= 5
+        if not talk.inconclusive:
+            break
+    assert closed, "the silent connection was not closed"
+    assert 0.9 <= elapsed <= 3.0, f"the silent one was closed after {elapsed:.2f} s"
+    assert talk.error is None, f"the active one: {talk.error}; log:\n{d.tail()}"
+    assert talk.replies >= 5
     d.wait_log(r"^info: closed connection #1 \(idle timeout\) after 0 replies")
+    d.wait_log(rf"^info: closed connection #2 \(closed by peer\) after {talk.replies} replies")
     assert d.count_log(r"\(idle timeout\)") == 1, d.tail()
 
 
