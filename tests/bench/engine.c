@@ -1,4 +1,5 @@
-/* engine.c: client connection slots and the epoll loop that drives them.
+/* engine.c: client connection slots, the epoll loop that drives them, and
+ * the turns that targets take.
  *
  * The loop is level-triggered and each slot has one interest at a time:
  * EPOLLOUT while a non-blocking connect is in progress, EPOLLIN after that.
@@ -13,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,27 +38,33 @@ uint64_t engine_sec_to_ns(double s)
 	return s <= 0 ? 0 : (uint64_t)(s * 1e9);
 }
 
-int engine_init(struct engine *e, const struct lg_opts *o, struct lg_result *res,
-		unsigned n)
+int engine_init(struct engine *e, const struct lg_opts *o, struct lg_result *res)
 {
 	memset(e, 0, sizeof(*e));
 	e->o = o;
 	e->res = res;
-	e->n = n;
+	e->n = o->conns * o->ntargets;
 	e->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (e->epfd < 0) {
 		int err = errno;
 		fprintf(stderr, "loadgen: epoll_create1: %s\n", strerror(err));
 		return -err;
 	}
-	e->cl = calloc(n, sizeof(*e->cl));
+	e->cl = calloc(e->n, sizeof(*e->cl));
 	if (!e->cl) {
-		fprintf(stderr, "loadgen: cannot allocate %u slots\n", n);
+		fprintf(stderr, "loadgen: cannot allocate %u slots\n", e->n);
 		close(e->epfd);
 		return -ENOMEM;
 	}
-	for (unsigned i = 0; i < n; i++)
+	for (unsigned i = 0; i < e->n; i++) {
 		e->cl[i].fd = -1;
+		e->cl[i].target = (uint8_t)(i / o->conns);
+	}
+	for (unsigned t = 0; t < o->ntargets; t++) {
+		memset(&res[t], 0, sizeof(res[t]));
+		res[t].srv_cpu_us = res[t].srv_run_ns = res[t].srv_wait_ns = -1;
+		res[t].rss_before = res[t].rss_held = -1;
+	}
 	return 0;
 }
 
@@ -73,13 +79,17 @@ void engine_fini(struct engine *e)
 		fprintf(stderr, "loadgen: close(epoll): %s\n", strerror(errno));
 }
 
+static bool is_pending(unsigned state)
+{
+	return state == CL_CONNECTING || state == CL_AWAITING;
+}
+
 static void set_state(struct engine *e, struct client *c, enum client_state s)
 {
-	bool was = c->state == CL_CONNECTING || c->state == CL_AWAITING;
-	bool is = s == CL_CONNECTING || s == CL_AWAITING;
-	e->pending += (unsigned)is - (unsigned)was;
+	unsigned *pending = &e->pending[c->target];
+	*pending += (unsigned)is_pending(s) - (unsigned)is_pending(c->state);
 	e->active += (unsigned)(s != CL_FREE) - (unsigned)(c->state != CL_FREE);
-	c->state = (uint16_t)s;
+	c->state = (uint8_t)s;
 }
 
 void engine_close(struct engine *e, unsigned i)
@@ -98,10 +108,12 @@ void engine_close(struct engine *e, unsigned i)
 /* Count a failure, print the first few, and free the slot if it is open. */
 static void fail(struct engine *e, unsigned i, const char *what, const char *why)
 {
-	e->res->errors++;
+	unsigned t = e->cl[i].target;
+	e->res[t].errors++;
+	e->errors++;
 	if (e->errors_shown < ERRORS_SHOWN) {
 		e->errors_shown++;
-		fprintf(stderr, "loadgen: connection %u: %s: %s%s\n", i, what, why,
+		fprintf(stderr, "loadgen: target %u connection %u: %s: %s%s\n", t, i, what, why,
 			e->errors_shown == ERRORS_SHOWN ? " (further errors not shown)" : "");
 	}
 	if (e->cl[i].state != CL_FREE)
@@ -110,17 +122,18 @@ static void fail(struct engine *e, unsigned i, const char *what, const char *why
 
 bool engine_too_many_errors(const struct engine *e)
 {
-	return e->res->errors > e->o->max_errors;
+	return e->errors > e->o->max_errors;
 }
 
 /* 1 sent, 0 not yet connected, -errno on failure. The request is tiny and
  * at most one is outstanding, so a short write means something is broken. */
 static int try_send(struct engine *e, struct client *c)
 {
-	ssize_t n = write(c->fd, e->o->request, e->o->request_len);
+	const struct lg_target *t = &e->o->target[c->target];
+	ssize_t n = write(c->fd, t->request, t->request_len);
 	if (n < 0)
 		return errno == EAGAIN ? 0 : -errno;
-	return (size_t)n == e->o->request_len ? 1 : -EMSGSIZE;
+	return (size_t)n == t->request_len ? 1 : -EMSGSIZE;
 }
 
 static int prepare_socket(struct engine *e, int fd)
@@ -167,8 +180,8 @@ void engine_open(struct engine *e, unsigned i, uint64_t now)
 		fail(e, i, "setsockopt/bind", strerror(-r));
 		return;
 	}
-	const struct sockaddr *dst = (const struct sockaddr *)&e->o->dst;
-	if (connect(fd, dst, sizeof(e->o->dst)) < 0 && errno != EINPROGRESS) {
+	const struct sockaddr_in *dst = &e->o->target[c->target].dst;
+	if (connect(fd, (const struct sockaddr *)dst, sizeof(*dst)) < 0 && errno != EINPROGRESS) {
 		fail(e, i, "connect", strerror(errno));
 		return;
 	}
@@ -196,12 +209,17 @@ void engine_send(struct engine *e, unsigned i, uint64_t now)
 	set_state(e, c, CL_AWAITING);
 }
 
+void engine_ready(struct engine *e, unsigned i)
+{
+	set_state(e, &e->cl[i], CL_READY);
+}
+
 void engine_hold(struct engine *e, unsigned i)
 {
 	set_state(e, &e->cl[i], CL_HELD);
 }
 
-static int on_connected(struct engine *e, unsigned i, uint64_t now)
+static void on_connected(struct engine *e, unsigned i, uint64_t now)
 {
 	struct client *c = &e->cl[i];
 	int err = 0;
@@ -210,52 +228,44 @@ static int on_connected(struct engine *e, unsigned i, uint64_t now)
 		err = errno;
 	if (err) {
 		fail(e, i, "connect", strerror(err));
-		return -1;
+		return;
 	}
 	int r = watch(e, i, EPOLL_CTL_MOD, EPOLLIN);
 	if (r < 0) {
 		fail(e, i, "epoll_ctl", strerror(-r));
-		return -1;
+		return;
 	}
 	engine_send(e, i, now);
-	return ENGINE_PENDING;
 }
 
-/* Read what has arrived and check it against the rest of the reply. */
-static int on_readable(struct engine *e, unsigned i)
+/* Read what has arrived and check it against the rest of the reply;
+ * true once the whole reply is in. */
+static bool on_readable(struct engine *e, unsigned i)
 {
 	struct client *c = &e->cl[i];
-	const struct lg_opts *o = e->o;
+	const struct lg_target *t = &e->o->target[c->target];
 	char buf[LG_MSG_MAX + 1];
 	ssize_t n = read(c->fd, buf, sizeof(buf));
 	if (n < 0) {
-		if (errno == EAGAIN)
-			return ENGINE_PENDING;
-		fail(e, i, "read", strerror(errno));
-		return -1;
+		if (errno != EAGAIN)
+			fail(e, i, "read", strerror(errno));
+		return false;
 	}
 	if (n == 0) {
-		fail(e, i, "read", c->state == CL_HELD ? "server closed a held connection"
-						       : "server closed before the full reply");
-		return -1;
+		fail(e, i, "read", c->state == CL_AWAITING ? "server closed before the full reply"
+							   : "server closed an idle connection");
+		return false;
 	}
-	if (c->state == CL_HELD || (size_t)n > o->reply_len - c->got ||
-	    memcmp(buf, o->reply + c->got, (size_t)n) != 0) {
+	if (c->state != CL_AWAITING || (size_t)n > t->reply_len - c->got ||
+	    memcmp(buf, t->reply + c->got, (size_t)n) != 0) {
 		fail(e, i, "read", "unexpected bytes from the server");
-		return -1;
+		return false;
 	}
 	c->got = (uint16_t)(c->got + n);
-	if (c->got < o->reply_len)
-		return ENGINE_PENDING;
+	if (c->got < t->reply_len)
+		return false;
 	c->got = 0;
-	return ENGINE_REPLY;
-}
-
-static int on_event(struct engine *e, unsigned i, uint64_t now)
-{
-	if (e->cl[i].state == CL_CONNECTING)
-		return on_connected(e, i, now);
-	return on_readable(e, i);
+	return true;
 }
 
 static void expire(struct engine *e, uint64_t now)
@@ -264,12 +274,10 @@ static void expire(struct engine *e, uint64_t now)
 		return;
 	e->next_scan = now + SCAN_INTERVAL_NS;
 	uint64_t limit = engine_sec_to_ns(e->o->timeout_s);
-	for (unsigned i = 0; i < e->n && e->pending > 0; i++) {
+	for (unsigned i = 0; i < e->n; i++) {
 		const struct client *c = &e->cl[i];
-		bool busy = c->state == CL_CONNECTING || c->state == CL_AWAITING;
-		if (busy && now - c->t_op > limit)
-			fail(e, i, c->state == CL_CONNECTING ? "connect" : "reply",
-			     "timed out");
+		if (is_pending(c->state) && now - c->t_op > limit)
+			fail(e, i, c->state == CL_CONNECTING ? "connect" : "reply", "timed out");
 	}
 }
 
@@ -286,13 +294,117 @@ static int wait_events(struct engine *e, struct epoll_event *ev, uint64_t now,
 	return -err;
 }
 
+/* This process: CPU time from getrusage, CPU wait from schedstat. */
+static void sample_own(struct engine_sample *s)
+{
+	uint64_t us, run, wait;
+	s->cpu_us = proc_self_cpu_us(&us) == 0 ? (int64_t)us : -1;
+	int r = proc_sched_ns(0, &run, &wait);
+	s->run_ns = r == 0 ? (int64_t)run : -1;
+	s->wait_ns = r == 0 ? (int64_t)wait : -1;
+}
+
+static void sample_server(pid_t pid, struct engine_sample *s)
+{
+	uint64_t us, run, wait;
+	int r1 = proc_cpu_us(pid, &us);
+	int r2 = proc_sched_ns(pid, &run, &wait);
+	s->cpu_us = r1 == 0 ? (int64_t)us : -1;
+	s->run_ns = r2 == 0 ? (int64_t)run : -1;
+	s->wait_ns = r2 == 0 ? (int64_t)wait : -1;
+	if (r1 < 0 || r2 < 0)
+		fprintf(stderr, "loadgen: reading /proc/%ld: %s\n", (long)pid,
+			strerror(r1 < 0 ? -r1 : -r2));
+}
+
+static int64_t diff(int64_t before, int64_t after)
+{
+	return before < 0 || after < 0 ? -1 : after - before;
+}
+
+/* Add after - before to *sum, which stays -1 once anything was unknown. */
+static void accumulate(int64_t *sum, int64_t before, int64_t after)
+{
+	if (*sum < 0 || before < 0 || after < 0)
+		*sum = -1;
+	else
+		*sum += after - before;
+}
+
+/* Charge the time since the turn (or the measured phase) started to the
+ * current target: wall time and this process's CPU and CPU wait. */
+static void charge_turn(struct engine *e, uint64_t now)
+{
+	struct lg_result *r = &e->res[e->cur];
+	struct engine_sample own;
+	sample_own(&own);
+	if (e->measuring) {
+		r->ns += now - e->turn_start;
+		accumulate(&r->own_cpu_us, e->own_at_turn.cpu_us, own.cpu_us);
+		accumulate(&r->own_wait_ns, e->own_at_turn.wait_ns, own.wait_ns);
+	}
+	e->turn_start = now;
+	e->own_at_turn = own;
+}
+
+static void turn_begin(struct engine *e, const struct engine_mode *m, unsigned t,
+		       uint64_t now)
+{
+	e->cur = t;
+	e->draining = false;
+	e->turn_end = e->o->ntargets > 1 ? now + engine_sec_to_ns(e->o->slice_s) : UINT64_MAX;
+	charge_turn(e, now);
+	if (m->on_turn_start)
+		m->on_turn_start(e, t, now);
+}
+
+void engine_start(struct engine *e, const struct engine_mode *m, uint64_t now)
+{
+	turn_begin(e, m, 0, now);
+}
+
+/* End the turn once it is over and drained; false when no target is left. */
+static bool next_turn(struct engine *e, const struct engine_mode *m, uint64_t now)
+{
+	if (!e->draining && (now >= e->turn_end || e->done[e->cur]))
+		e->draining = true;
+	if (!e->draining || e->pending[e->cur] > 0)
+		return true;
+	charge_turn(e, now);
+	unsigned nt = e->o->ntargets;
+	for (unsigned k = 1; k <= nt; k++) {
+		unsigned t = (e->cur + k) % nt;
+		if (!e->done[t]) {
+			turn_begin(e, m, t, now);
+			return true;
+		}
+	}
+	return false;
+}
+
+bool engine_may_send(const struct engine *e, unsigned t)
+{
+	return t == e->cur && !e->draining && !e->done[t];
+}
+
+void engine_count(struct engine *e, unsigned t, uint64_t ns)
+{
+	if (!e->measuring || e->done[t])
+		return; /* late replies of a finished target are not counted */
+	hist_add(&e->res[t].hist, ns);
+	if (++e->res[t].ops >= e->o->max_ops)
+		e->done[t] = true;
+}
+
 int engine_run(struct engine *e, const struct engine_mode *m, uint64_t until)
 {
 	struct epoll_event ev[ENGINE_EVENTS];
 	for (;;) {
 		uint64_t now = engine_now();
 		expire(e, now);
-		if (m->on_turn && m->on_turn(e, now))
+		if (m->on_loop && m->on_loop(e, now))
+			return 0;
+		if (!next_turn(e, m, now))
 			return 0;
 		if (now >= until || e->active == 0 || engine_too_many_errors(e))
 			return 0;
@@ -302,65 +414,53 @@ int engine_run(struct engine *e, const struct engine_mode *m, uint64_t until)
 		now = engine_now();
 		for (int k = 0; k < n; k++) {
 			unsigned i = ev[k].data.u32;
-			if (on_event(e, i, now) == ENGINE_REPLY && m->on_reply &&
-			    m->on_reply(e, i, now))
-				return 0;
+			if (e->cl[i].state == CL_CONNECTING)
+				on_connected(e, i, now);
+			else if (on_readable(e, i) && m->on_reply)
+				m->on_reply(e, i, now);
 		}
 	}
 }
 
-/* This process's CPU time: shows whether the client was the bottleneck. */
-static int64_t own_cpu_us(void)
-{
-	struct rusage ru;
-	if (getrusage(RUSAGE_SELF, &ru) < 0)
-		return -1; /* cannot fail with RUSAGE_SELF and a valid pointer */
-	int64_t s = (int64_t)ru.ru_utime.tv_sec + (int64_t)ru.ru_stime.tv_sec;
-	return s * 1000000 + (int64_t)ru.ru_utime.tv_usec + (int64_t)ru.ru_stime.tv_usec;
-}
-
-/* A /proc figure, or -1 after saying why it could not be read. */
-static int64_t proc_value(int (*get)(pid_t, uint64_t *), pid_t pid, const char *what)
-{
-	uint64_t v;
-	int r = get(pid, &v);
-	if (r == 0)
-		return (int64_t)v;
-	fprintf(stderr, "loadgen: reading %s of pid %ld: %s\n", what, (long)pid, strerror(-r));
-	return -1;
-}
-
-static void sample(const struct engine *e, struct engine_sample *s)
-{
-	pid_t pid = e->o->server_pid;
-	s->own_cpu_us = own_cpu_us();
-	s->own_wait_ns = proc_value(proc_wait_ns, 0, "scheduler wait");
-	s->srv_cpu_us = pid ? proc_value(proc_cpu_us, pid, "CPU time") : -1;
-	s->srv_wait_ns = pid ? proc_value(proc_wait_ns, pid, "scheduler wait") : -1;
-}
-
-static int64_t delta(int64_t before, int64_t after)
-{
-	return before < 0 || after < 0 ? -1 : after - before;
-}
-
 void engine_measure_begin(struct engine *e, uint64_t now)
 {
-	hist_reset(&e->res->hist);
-	e->res->ops = 0;
-	e->t_measure = now;
+	for (unsigned t = 0; t < e->o->ntargets; t++) {
+		struct lg_result *r = &e->res[t];
+		hist_reset(&r->hist);
+		r->ops = r->ns = 0;
+		r->own_cpu_us = r->own_wait_ns = 0;
+		if (e->o->target[t].pid)
+			sample_server(e->o->target[t].pid, &e->srv_at_begin[t]);
+	}
+	charge_turn(e, now); /* not measuring yet: the current turn restarts */
 	e->measuring = true;
-	sample(e, &e->at_begin);
 }
 
 void engine_measure_end(struct engine *e, uint64_t now)
 {
-	struct engine_sample end;
-	sample(e, &end);
+	charge_turn(e, now);
 	e->measuring = false;
-	e->res->ns = now - e->t_measure;
-	e->res->srv_cpu_us = delta(e->at_begin.srv_cpu_us, end.srv_cpu_us);
-	e->res->srv_wait_ns = delta(e->at_begin.srv_wait_ns, end.srv_wait_ns);
-	e->res->own_cpu_us = delta(e->at_begin.own_cpu_us, end.own_cpu_us);
-	e->res->own_wait_ns = delta(e->at_begin.own_wait_ns, end.own_wait_ns);
+	for (unsigned t = 0; t < e->o->ntargets; t++) {
+		struct lg_result *r = &e->res[t];
+		const struct engine_sample *s0 = &e->srv_at_begin[t];
+		struct engine_sample s1;
+		if (!e->o->target[t].pid)
+			continue;
+		sample_server(e->o->target[t].pid, &s1);
+		r->srv_cpu_us = diff(s0->cpu_us, s1.cpu_us);
+		r->srv_run_ns = diff(s0->run_ns, s1.run_ns);
+		r->srv_wait_ns = diff(s0->wait_ns, s1.wait_ns);
+	}
+}
+
+int engine_measure(struct engine *e, const struct engine_mode *m)
+{
+	uint64_t now = engine_now();
+	engine_start(e, m, now);
+	int r = engine_run(e, m, now + engine_sec_to_ns(e->o->warmup_s));
+	engine_measure_begin(e, engine_now());
+	if (r == 0)
+		r = engine_run(e, m, engine_now() + engine_sec_to_ns(e->o->duration_s));
+	engine_measure_end(e, engine_now());
+	return r;
 }

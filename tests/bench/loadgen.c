@@ -3,9 +3,11 @@
  *
  *   loadgen pingpong|churn|hold --port P [options]   (see usage() below)
  *
- * Whatever the mode, the last line printed on stdout is one machine-readable
- * "RESULT mode=... key=value ..." line; human-readable notes go to stderr.
- * The exit status is 0 when the run completed without a single error. */
+ * Each --port names one target server (up to LG_MAX_TARGETS for pingpong
+ * and churn, which then take turns). Whatever the mode, stdout ends with
+ * one machine-readable "RESULT mode=... target=N port=P key=value ..." line
+ * per target; human-readable notes go to stderr. The exit status is 0 when
+ * the run completed without a single error. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
@@ -20,24 +22,28 @@
 
 static void usage(FILE *f)
 {
-	fputs("usage: loadgen pingpong|churn|hold --port PORT [options]\n"
+	fputs("usage: loadgen pingpong|churn|hold --port PORT [target options]\n"
+	      "               [--port PORT [target options]]... [options]\n"
+	      "Target options apply to the --port before them, or to every target\n"
+	      "when given before the first --port:\n"
 	      "  --host ADDR        server IPv4 address (127.0.0.1)\n"
-	      "  --port PORT        server port (required)\n"
-	      "  --conns N          connections (pingpong), workers (churn),\n"
+	      "  --server-pid PID   measure the server's CPU time (and RSS for hold)\n"
+	      "  --request STR      bytes to send, with \\r \\n \\t \\\\ \\xHH (ping)\n"
+	      "  --reply STR        exact reply expected, same escapes (Hi!)\n"
+	      "Options:\n"
+	      "  --conns N          per target: connections (pingpong), workers (churn),\n"
 	      "                     connections to hold (hold) (64 / 64 / 1000)\n"
+	      "  --slice SEC        turn length when there are several targets (0.1)\n"
 	      "  --warmup SEC       unmeasured start (1)\n"
 	      "  --duration SEC     measured time limit; hold: idle hold time (5)\n"
-	      "  --requests N       measured requests or cycles limit (100000000)\n"
+	      "  --requests N       measured requests or cycles per target (100000000)\n"
 	      "  --inflight N       hold: connection attempts at once (256)\n"
 	      "  --timeout SEC      limit per connect and per reply (5)\n"
 	      "  --max-errors N     stop once more cycles than this failed (100)\n"
-	      "  --request STR      bytes to send, with \\r \\n \\t \\\\ \\xHH (ping)\n"
-	      "  --reply STR        exact reply expected, same escapes (Hi!)\n"
 	      "  --cpu N            pin to CPU N\n"
 	      "  --src-addrs K      bind to 127.0.0.2 .. 127.0.0.(K+1) in turn; default\n"
 	      "                     16 for hold, and for churn without --rst; else 0\n"
-	      "  --rst              close with RST (SO_LINGER {1,0}): no TIME_WAIT\n"
-	      "  --server-pid PID   measure the server's CPU time (and RSS for hold)\n",
+	      "  --rst              close with RST (SO_LINGER {1,0}): no TIME_WAIT\n",
 	      f);
 }
 
@@ -109,7 +115,7 @@ static int parse_secs(const char *s, double *v)
 enum {
 	OPT_HOST = 256, OPT_PORT, OPT_CONNS, OPT_WARMUP, OPT_DURATION, OPT_REQUESTS,
 	OPT_INFLIGHT, OPT_TIMEOUT, OPT_MAX_ERRORS, OPT_REQUEST, OPT_REPLY, OPT_CPU,
-	OPT_SRC_ADDRS, OPT_RST, OPT_SERVER_PID, OPT_HELP,
+	OPT_SRC_ADDRS, OPT_RST, OPT_SERVER_PID, OPT_SLICE, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -128,31 +134,70 @@ static const struct option long_opts[] = {
 	{ "src-addrs", required_argument, NULL, OPT_SRC_ADDRS },
 	{ "rst", no_argument, NULL, OPT_RST },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
+	{ "slice", required_argument, NULL, OPT_SLICE },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
 
+/* While parsing: the target that target options apply to. */
+struct parse_state {
+	struct lg_target defaults; /* before the first --port */
+	struct lg_target *cur;
+	int src_addrs;             /* -1: not given */
+};
+
+static int add_target(struct lg_opts *o, struct parse_state *ps, unsigned port)
+{
+	if (o->ntargets == LG_MAX_TARGETS) {
+		fprintf(stderr, "loadgen: at most %d targets\n", LG_MAX_TARGETS);
+		return -1;
+	}
+	ps->cur = &o->target[o->ntargets++];
+	*ps->cur = ps->defaults;
+	ps->cur->dst.sin_port = htons((uint16_t)port);
+	return 0;
+}
+
+static int apply_target_opt(struct lg_target *t, int c, const char *arg)
+{
+	unsigned long long v;
+	switch (c) {
+	case OPT_HOST: return inet_pton(AF_INET, arg, &t->dst.sin_addr) == 1 ? 0 : -1;
+	case OPT_REQUEST: return parse_escapes(arg, t->request, &t->request_len);
+	case OPT_REPLY: return parse_escapes(arg, t->reply, &t->reply_len);
+	default:
+		if (parse_uint(arg, INT_MAX, &v) || v == 0)
+			return -1;
+		t->pid = (pid_t)v;
+		return 0;
+	}
+}
+
 /* Apply one option; -1 (after a message) when its value is invalid. */
-static int apply_opt(struct lg_opts *o, int c, const char *arg, int *port, int *src)
+static int apply_opt(struct lg_opts *o, struct parse_state *ps, int c, const char *arg)
 {
 	unsigned long long v = 0;
 	int bad = 0;
 	switch (c) {
-	case OPT_HOST: bad = inet_pton(AF_INET, arg, &o->dst.sin_addr) != 1; break;
-	case OPT_PORT: bad = parse_uint(arg, 65535, &v) || v == 0; *port = (int)v; break;
-	case OPT_CONNS: bad = parse_uint(arg, 1000000, &v) || v == 0; o->conns = (unsigned)v; break;
+	case OPT_HOST: case OPT_REQUEST: case OPT_REPLY: case OPT_SERVER_PID:
+		bad = apply_target_opt(ps->cur ? ps->cur : &ps->defaults, c, arg); break;
+	case OPT_PORT:
+		if (parse_uint(arg, 65535, &v) || v == 0)
+			bad = 1;
+		else if (add_target(o, ps, (unsigned)v) < 0)
+			return -1;
+		break;
+	case OPT_CONNS: bad = parse_uint(arg, 100000, &v) || v == 0; o->conns = (unsigned)v; break;
 	case OPT_WARMUP: bad = parse_secs(arg, &o->warmup_s); break;
 	case OPT_DURATION: bad = parse_secs(arg, &o->duration_s); break;
+	case OPT_SLICE: bad = parse_secs(arg, &o->slice_s) || o->slice_s < 0.001; break;
 	case OPT_REQUESTS: bad = parse_uint(arg, UINT64_MAX, &v) || v == 0; o->max_ops = v; break;
 	case OPT_INFLIGHT: bad = parse_uint(arg, 1000000, &v) || v == 0; o->inflight = (unsigned)v; break;
 	case OPT_TIMEOUT: bad = parse_secs(arg, &o->timeout_s); break;
 	case OPT_MAX_ERRORS: bad = parse_uint(arg, UINT64_MAX, &v); o->max_errors = v; break;
-	case OPT_REQUEST: bad = parse_escapes(arg, o->request, &o->request_len); break;
-	case OPT_REPLY: bad = parse_escapes(arg, o->reply, &o->reply_len); break;
 	case OPT_CPU: bad = parse_uint(arg, CPU_SETSIZE - 1, &v); o->cpu = (int)v; break;
-	case OPT_SRC_ADDRS: bad = parse_uint(arg, 250, &v); *src = (int)v; break;
+	case OPT_SRC_ADDRS: bad = parse_uint(arg, 250, &v); ps->src_addrs = (int)v; break;
 	case OPT_RST: o->rst = true; break;
-	case OPT_SERVER_PID: bad = parse_uint(arg, INT_MAX, &v) || v == 0; o->server_pid = (pid_t)v; break;
 	default: return -1;
 	}
 	if (bad)
@@ -172,45 +217,52 @@ static int parse_mode(const char *s, enum lg_mode *m)
 	return -1;
 }
 
-static void set_defaults(struct lg_opts *o)
+static void set_defaults(struct lg_opts *o, struct parse_state *ps)
 {
 	memset(o, 0, sizeof(*o));
-	o->dst.sin_family = AF_INET;
-	o->dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	memset(ps, 0, sizeof(*ps));
+	ps->src_addrs = -1;
+	ps->defaults.dst.sin_family = AF_INET;
+	ps->defaults.dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	parse_escapes("ping", ps->defaults.request, &ps->defaults.request_len);
+	parse_escapes("Hi!", ps->defaults.reply, &ps->defaults.reply_len);
 	o->inflight = 256;
 	o->warmup_s = 1;
 	o->duration_s = 5;
+	o->slice_s = 0.1;
 	o->max_ops = 100000000;
 	o->max_errors = 100;
 	o->timeout_s = 5;
 	o->cpu = -1;
-	parse_escapes("ping", o->request, &o->request_len);
-	parse_escapes("Hi!", o->reply, &o->reply_len);
 }
 
 static int parse_args(int argc, char **argv, struct lg_opts *o)
 {
-	int port = 0, src = -1, c;
-	set_defaults(o);
+	struct parse_state ps;
+	int c;
+	set_defaults(o, &ps);
 	while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
 		if (c == OPT_HELP) {
 			usage(stdout);
 			exit(0);
 		}
-		if (apply_opt(o, c, optarg, &port, &src) < 0) {
+		if (apply_opt(o, &ps, c, optarg) < 0) {
 			usage(stderr);
 			return -1;
 		}
 	}
-	if (optind != argc - 1 || parse_mode(argv[optind], &o->mode) < 0 || port == 0) {
+	if (optind != argc - 1 || parse_mode(argv[optind], &o->mode) < 0 || o->ntargets == 0) {
 		usage(stderr);
 		return -1;
 	}
-	o->dst.sin_port = htons((uint16_t)port);
+	if (o->mode == LG_HOLD && o->ntargets > 1) {
+		fprintf(stderr, "loadgen: hold takes a single --port\n");
+		return -1;
+	}
 	if (o->conns == 0)
 		o->conns = o->mode == LG_HOLD ? 1000 : 64;
 	bool spread = o->mode == LG_HOLD || (o->mode == LG_CHURN && !o->rst);
-	o->src_addrs = src >= 0 ? (unsigned)src : spread ? 16 : 0;
+	o->src_addrs = ps.src_addrs >= 0 ? (unsigned)ps.src_addrs : spread ? 16 : 0;
 	return 0;
 }
 
@@ -264,26 +316,36 @@ static void print_pct(const char *name, int64_t part_ns, uint64_t wall_ns)
 		printf(" %s=%.1f", name, 100.0 * (double)part_ns / (double)wall_ns);
 }
 
+/* CPU per request or cycle uses the server's schedstat on-CPU time: the
+ * same quantity as utime+stime but not rounded to 10 ms clock ticks, which
+ * would be a 1% step in a 1-second run. */
 static void print_cpu(const struct lg_result *r, const char *per)
 {
 	print_pct("lg_cpu_pct", r->own_cpu_us < 0 ? -1 : r->own_cpu_us * 1000, r->ns);
 	print_pct("lg_wait_pct", r->own_wait_ns, r->ns);
 	print_pct("srv_wait_pct", r->srv_wait_ns, r->ns);
-	if (r->srv_cpu_us < 0)
-		return;
-	print_pct("srv_cpu_pct", r->srv_cpu_us * 1000, r->ns);
-	double per_op = r->ops ? (double)r->srv_cpu_us / (double)r->ops : 0;
-	printf(" srv_cpu_us=%lld cpu_us_per_%s=%.3f", (long long)r->srv_cpu_us, per, per_op);
+	print_pct("srv_cpu_pct", r->srv_run_ns, r->ns);
+	if (r->srv_cpu_us >= 0)
+		printf(" srv_cpu_us=%lld", (long long)r->srv_cpu_us);
+	if (r->srv_run_ns >= 0 && r->ops > 0)
+		printf(" srv_run_us=%.0f cpu_us_per_%s=%.3f", (double)r->srv_run_ns / 1e3, per,
+		       (double)r->srv_run_ns / 1e3 / (double)r->ops);
 }
 
-static void print_cycles(const struct lg_opts *o, const struct lg_result *r)
+static void print_head(const struct lg_opts *o, unsigned t, const char *mode)
+{
+	printf("RESULT mode=%s target=%u port=%u conns=%u", mode, t,
+	       (unsigned)ntohs(o->target[t].dst.sin_port), o->conns);
+}
+
+static void print_cycles(const struct lg_opts *o, unsigned t, const struct lg_result *r)
 {
 	bool pp = o->mode == LG_PINGPONG;
 	double secs = (double)r->ns / 1e9;
 	double rate = secs > 0 ? (double)r->ops / secs : 0;
-	printf("RESULT mode=%s conns=%u %s=%llu seconds=%.3f %s=%.0f", pp ? "pingpong" : "churn",
-	       o->conns, pp ? "requests" : "cycles", (unsigned long long)r->ops, secs,
-	       pp ? "rps" : "cps", rate);
+	print_head(o, t, pp ? "pingpong" : "churn");
+	printf(" %s=%llu seconds=%.3f %s=%.0f", pp ? "requests" : "cycles",
+	       (unsigned long long)r->ops, secs, pp ? "rps" : "cps", rate);
 	print_latency(&r->hist);
 	print_cpu(r, pp ? "req" : "conn");
 	printf(" errors=%llu\n", (unsigned long long)r->errors);
@@ -291,9 +353,9 @@ static void print_cycles(const struct lg_opts *o, const struct lg_result *r)
 
 static void print_hold(const struct lg_opts *o, const struct lg_result *r)
 {
-	printf("RESULT mode=hold conns=%u held=%llu errors=%llu setup_seconds=%.3f",
-	       o->conns, (unsigned long long)r->held, (unsigned long long)r->errors,
-	       (double)r->ns / 1e9);
+	print_head(o, 0, "hold");
+	printf(" held=%llu errors=%llu setup_seconds=%.3f", (unsigned long long)r->held,
+	       (unsigned long long)r->errors, (double)r->ns / 1e9);
 	if (r->rss_before >= 0 && r->rss_held >= 0) {
 		long long grow = (long long)(r->rss_held - r->rss_before);
 		printf(" rss_before=%lld rss_held=%lld rss_bytes_per_conn=%.1f",
@@ -305,7 +367,7 @@ static void print_hold(const struct lg_opts *o, const struct lg_result *r)
 
 int main(int argc, char **argv)
 {
-	static struct lg_result res; /* static: the histogram is 60 KB */
+	static struct lg_result res[LG_MAX_TARGETS]; /* static: 60 KB histograms */
 	struct lg_opts o;
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
@@ -313,17 +375,21 @@ int main(int argc, char **argv)
 		return 1;
 	int r;
 	switch (o.mode) {
-	case LG_PINGPONG: r = pingpong_run(&o, &res); break;
-	case LG_CHURN: r = churn_run(&o, &res); break;
-	default: r = hold_run(&o, &res); break;
+	case LG_PINGPONG: r = pingpong_run(&o, res); break;
+	case LG_CHURN: r = churn_run(&o, res); break;
+	default: r = hold_run(&o, res); break;
 	}
-	if (o.mode == LG_HOLD)
-		print_hold(&o, &res);
-	else
-		print_cycles(&o, &res);
+	uint64_t errors = 0;
+	for (unsigned t = 0; t < o.ntargets; t++) {
+		errors += res[t].errors;
+		if (o.mode == LG_HOLD)
+			print_hold(&o, &res[t]);
+		else
+			print_cycles(&o, t, &res[t]);
+	}
 	if (fflush(stdout) != 0) {
 		fprintf(stderr, "loadgen: writing results: %s\n", strerror(errno));
 		return 1;
 	}
-	return r == 0 && res.errors == 0 ? 0 : 1;
+	return r == 0 && errors == 0 ? 0 : 1;
 }

@@ -3,7 +3,12 @@
  * The generator is one epoll loop on one (optionally pinned) CPU. Every
  * mode is the same client cycle -- connect, send the request, read the
  * whole expected reply -- followed by something different: pingpong sends
- * again, churn closes and reconnects, hold keeps the connection idle. */
+ * again, churn closes and reconnects, hold keeps the connection idle.
+ *
+ * Pingpong and churn can drive up to LG_MAX_TARGETS servers in one run,
+ * taking turns in short slices (A B C A B C ...): only one server is loaded
+ * at a time, and each sees the same moments of a noisy machine, so their
+ * ratios are far steadier than those of runs made one after the other. */
 #ifndef LOADGEN_H
 #define LOADGEN_H
 
@@ -15,36 +20,47 @@
 #include "hist.h"
 
 #define LG_MSG_MAX 256
+#define LG_MAX_TARGETS 4
 
 enum lg_mode { LG_PINGPONG, LG_CHURN, LG_HOLD };
 
-struct lg_opts {
-	enum lg_mode mode;
+struct lg_target {
 	struct sockaddr_in dst;
-	unsigned conns;       /* pingpong connections, churn workers, hold count */
-	unsigned inflight;    /* hold: connection attempts in flight at once */
-	double warmup_s;      /* pingpong, churn: unmeasured start */
-	double duration_s;    /* measured time limit; hold: idle hold time */
-	uint64_t max_ops;     /* measured requests or cycles limit */
-	uint64_t max_errors;  /* stop early past this many errors */
-	double timeout_s;     /* per connect or per reply */
+	pid_t pid;            /* 0: server not sampled */
 	char request[LG_MSG_MAX];
 	size_t request_len;
 	char reply[LG_MSG_MAX];
 	size_t reply_len;
+};
+
+struct lg_opts {
+	enum lg_mode mode;
+	struct lg_target target[LG_MAX_TARGETS];
+	unsigned ntargets;
+	unsigned conns;       /* per target: pingpong connections, churn
+	                         workers, hold connections */
+	unsigned inflight;    /* hold: connection attempts in flight at once */
+	double warmup_s;      /* pingpong, churn: unmeasured start */
+	double duration_s;    /* measured time limit; hold: idle hold time */
+	double slice_s;       /* turn length with several targets */
+	uint64_t max_ops;     /* measured requests or cycles per target */
+	uint64_t max_errors;  /* stop early past this many errors in all */
+	double timeout_s;     /* per connect or per reply */
 	int cpu;              /* -1: not pinned */
 	unsigned src_addrs;   /* 0: kernel's choice; else 127.0.0.2 .. */
 	bool rst;             /* close with RST (SO_LINGER {1,0}) */
-	pid_t server_pid;     /* 0: server not sampled */
 };
 
+/* One per target. Times and CPU figures cover the measured phase; for the
+ * load generator's own CPU and the wall time, only the target's turns. */
 struct lg_result {
 	uint64_t ops;         /* measured requests (pingpong) or cycles (churn) */
 	uint64_t errors;
-	uint64_t ns;          /* measured wall time */
-	int64_t srv_cpu_us;   /* server utime+stime over it; -1 if unknown */
-	int64_t own_cpu_us;   /* the load generator's own utime+stime over it */
+	uint64_t ns;          /* measured wall time of the target's turns */
+	int64_t srv_cpu_us;   /* server utime+stime (clock ticks); -1 if unknown */
+	int64_t srv_run_ns;   /* the same to the ns, from schedstat; -1 if unknown */
 	int64_t srv_wait_ns;  /* server's time waiting for its CPU; -1 if unknown */
+	int64_t own_cpu_us;   /* the load generator's own utime+stime */
 	int64_t own_wait_ns;  /* the same for the load generator */
 	uint64_t held;        /* hold: connections still open at the end */
 	int64_t rss_before;   /* hold: server VmRSS before / while holding */
@@ -52,6 +68,7 @@ struct lg_result {
 	struct hist hist;     /* latency in ns */
 };
 
+/* Each fills res[0 .. o->ntargets - 1]; 0 or -errno for a setup failure. */
 int pingpong_run(const struct lg_opts *o, struct lg_result *res);
 int churn_run(const struct lg_opts *o, struct lg_result *res);
 int hold_run(const struct lg_opts *o, struct lg_result *res);

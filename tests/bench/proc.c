@@ -1,21 +1,21 @@
-/* proc.c: server CPU time and resident memory from /proc/PID/{stat,status}.
+/* proc.c: CPU time, CPU wait and resident memory of a process, from
+ * /proc/PID/{stat,schedstat,status} (and getrusage for this process).
  *
  * The comm field of /proc/PID/stat may hold spaces and parentheses, so the
  * fields are parsed from after the last ')'. */
 #include "proc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static int read_file(pid_t pid, const char *name, char *buf, size_t size)
 {
 	char path[64];
-	if (pid == 0)
-		snprintf(path, sizeof(path), "/proc/self/%s", name);
-	else
-		snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, name);
+	snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, name);
 	FILE *f = fopen(path, "re");
 	if (!f)
 		return -errno;
@@ -24,6 +24,27 @@ static int read_file(pid_t pid, const char *name, char *buf, size_t size)
 	fclose(f);
 	buf[n] = '\0';
 	return err;
+}
+
+/* Add one thread's on-CPU time and run_delay; a thread that exited in
+ * the meantime adds nothing. */
+static int add_thread_sched(const char *dir, const char *tid, uint64_t *run_ns,
+			    uint64_t *wait_ns)
+{
+	char path[384], buf[256];
+	snprintf(path, sizeof(path), "%s/%s/schedstat", dir, tid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	unsigned long long run, wait;
+	if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
+		return -EINVAL;
+	*run_ns += run;
+	*wait_ns += wait;
+	return 0;
 }
 
 int proc_cpu_us(pid_t pid, uint64_t *us)
@@ -46,17 +67,35 @@ int proc_cpu_us(pid_t pid, uint64_t *us)
 	return 0;
 }
 
-int proc_wait_ns(pid_t pid, uint64_t *ns)
+int proc_sched_ns(pid_t pid, uint64_t *run_ns, uint64_t *wait_ns)
 {
-	char buf[256];
-	int r = read_file(pid, "schedstat", buf, sizeof(buf));
-	if (r < 0)
-		return r;
-	/* on-CPU time, run_delay, timeslices */
-	unsigned long long wait;
-	if (sscanf(buf, "%*u %llu", &wait) != 1)
-		return -EINVAL;
-	*ns = wait;
+	char dir[64];
+	if (pid == 0)
+		snprintf(dir, sizeof(dir), "/proc/self/task");
+	else
+		snprintf(dir, sizeof(dir), "/proc/%ld/task", (long)pid);
+	DIR *d = opendir(dir);
+	if (!d)
+		return -errno;
+	*run_ns = *wait_ns = 0;
+	int r = 0;
+	struct dirent *de;
+	while (r == 0 && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		r = add_thread_sched(dir, de->d_name, run_ns, wait_ns);
+	}
+	closedir(d);
+	return r;
+}
+
+int proc_self_cpu_us(uint64_t *us)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return -errno;
+	uint64_t s = (uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec;
+	*us = s * 1000000 + (uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec;
 	return 0;
 }
 

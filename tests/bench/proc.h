@@ -7,9 +7,13 @@
 
 /* utime+stime of the whole process, in microseconds. 0 or -errno. */
 int proc_cpu_us(pid_t pid, uint64_t *us);
-/* Time spent runnable but waiting for a CPU (schedstat run_delay), in ns,
- * of the process's main thread; pid 0 is this process. 0 or -errno. */
-int proc_wait_ns(pid_t pid, uint64_t *ns);
+/* From schedstat, summed over the process's threads, in ns: time on a CPU
+ * (the precise figure that utime+stime are rounded from, to clock ticks)
+ * and time spent runnable but waiting for a CPU. pid 0 is this process.
+ * 0 or -errno. */
+int proc_sched_ns(pid_t pid, uint64_t *run_ns, uint64_t *wait_ns);
+/* utime+stime of this process, in microseconds (getrusage). 0 or -errno. */
+int proc_self_cpu_us(uint64_t *us);
 /* VmRSS of the process, in bytes. 0 or -errno. */
 int proc_rss_bytes(pid_t pid, uint64_t *bytes);
 
