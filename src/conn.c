@@ -167,8 +167,6 @@ static bool accept_one(struct server *s, const struct listener *l)
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd >= 0) {
-                if (s->accept_failures)
-                        listeners_nofile_over(s);
                 if ((uint32_t)fd >= s->table_size) { /* cannot happen: table covers RLIMIT */
                         log_err("accepted fd %d beyond the connection table; closing it", fd);
                         close(fd);
@@ -179,6 +177,12 @@ static bool accept_one(struct server *s, const struct listener *l)
         }
         switch (errno) {
         case EAGAIN:
+                /* The backlog is served: only now is a shortage over. accept4
+                 * takes a descriptor before it looks at the queue, so one
+                 * success right after a retry may be followed by EMFILE
+                 * again, within the same episode. */
+                if (s->accept_failures)
+                        listeners_nofile_over(s);
                 return false;
         case EINTR:
         case ECONNABORTED:
