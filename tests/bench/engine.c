@@ -187,7 +187,7 @@ void engine_open(struct engine *e, unsigned i, uint64_t now)
 	}
 	r = try_send(e, c);
 	if (r < 0) {
-		fail(e, i, "send", strerror(-r));
+		fail(e, i, "connect/send", strerror(-r)); /* a refused connect shows here */
 		return;
 	}
 	if (r > 0)
