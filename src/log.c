@@ -197,9 +197,10 @@ static void report_suppressed(enum log_limit kind)
 
         if (!l->suppressed)
                 return;
-        log_write(LOG_WARNING, NULL, "%llu %s messages suppressed (more than %u in %u s)",
-                  (unsigned long long)l->suppressed, limit_names[kind], LOG_LIMIT_BURST,
-                  LOG_LIMIT_INTERVAL_MS / 1000u);
+        if (log_enabled(LOG_WARNING))
+                log_write(LOG_WARNING, NULL, "%llu %s messages suppressed (more than %u in %u s)",
+                          (unsigned long long)l->suppressed, limit_names[kind], LOG_LIMIT_BURST,
+                          LOG_LIMIT_INTERVAL_MS / 1000u);
         l->suppressed = 0;
 }
 

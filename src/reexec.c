@@ -169,6 +169,7 @@ void reexec(struct server *s)
                 goto failed;
         }
         p.top = highest_fd(s, p.state_fd);
+        log_flush_suppressed(); /* the new image starts with fresh counters */
         r = prepare(s, &p);
         if (r == 0) {
                 /* From here to execve nothing logs: fds are not moved, but
