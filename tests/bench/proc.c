@@ -7,7 +7,9 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -26,10 +28,10 @@ static int read_file(pid_t pid, const char *name, char *buf, size_t size)
 	return err;
 }
 
-/* Add one thread's on-CPU time and run_delay; a thread that exited in
- * the meantime adds nothing. */
-static int add_thread_sched(const char *dir, const char *tid, uint64_t *run_ns,
-			    uint64_t *wait_ns)
+/* Add one thread's on-CPU time, and its run_delay if it is the main
+ * thread; a thread that exited in the meantime adds nothing. */
+static int add_thread_sched(const char *dir, const char *tid, bool main_thread,
+			    uint64_t *run_ns, uint64_t *wait_ns)
 {
 	char path[384], buf[256];
 	snprintf(path, sizeof(path), "%s/%s/schedstat", dir, tid);
@@ -43,7 +45,8 @@ static int add_thread_sched(const char *dir, const char *tid, uint64_t *run_ns,
 	if (sscanf(buf, "%llu %llu", &run, &wait) != 2)
 		return -EINVAL;
 	*run_ns += run;
-	*wait_ns += wait;
+	if (main_thread)
+		*wait_ns = wait;
 	return 0;
 }
 
@@ -78,12 +81,14 @@ int proc_sched_ns(pid_t pid, uint64_t *run_ns, uint64_t *wait_ns)
 	if (!d)
 		return -errno;
 	*run_ns = *wait_ns = 0;
+	long main_tid = pid ? (long)pid : (long)getpid();
 	int r = 0;
 	struct dirent *de;
 	while (r == 0 && (de = readdir(d)) != NULL) {
 		if (de->d_name[0] == '.')
 			continue;
-		r = add_thread_sched(dir, de->d_name, run_ns, wait_ns);
+		bool is_main = strtol(de->d_name, NULL, 10) == main_tid;
+		r = add_thread_sched(dir, de->d_name, is_main, run_ns, wait_ns);
 	}
 	closedir(d);
 	return r;

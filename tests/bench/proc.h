@@ -7,10 +7,11 @@
 
 /* utime+stime of the whole process, in microseconds. 0 or -errno. */
 int proc_cpu_us(pid_t pid, uint64_t *us);
-/* From schedstat, summed over the process's threads, in ns: time on a CPU
- * (the precise figure that utime+stime are rounded from, to clock ticks)
- * and time spent runnable but waiting for a CPU. pid 0 is this process.
- * 0 or -errno. */
+/* From schedstat, in ns: time on a CPU summed over the process's threads
+ * (the precise figure that utime+stime are rounded from, to clock ticks),
+ * and the main thread's time spent runnable but waiting for a CPU (other
+ * threads wait mostly for the main one: Redis's helpers, say). pid 0 is
+ * this process. 0 or -errno. */
 int proc_sched_ns(pid_t pid, uint64_t *run_ns, uint64_t *wait_ns);
 /* utime+stime of this process, in microseconds (getrusage). 0 or -errno. */
 int proc_self_cpu_us(uint64_t *us);
