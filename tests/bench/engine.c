@@ -44,6 +44,7 @@ int engine_init(struct engine *e, const struct lg_opts *o, struct lg_result *res
 	e->o = o;
 	e->res = res;
 	e->n = o->conns * o->ntargets;
+	e->turns = o->mode != LG_HOLD;
 	e->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (e->epfd < 0) {
 		int err = errno;
@@ -331,20 +332,25 @@ static void accumulate(int64_t *sum, int64_t before, int64_t after)
 		*sum += after - before;
 }
 
-/* Charge the time since the turn (or the measured phase) started to the
- * current target: wall time and this process's CPU and CPU wait. */
-static void charge_turn(struct engine *e, uint64_t now)
+/* The time since the turn (or the measured phase) started counts from now. */
+static void turn_reset(struct engine *e, uint64_t now)
+{
+	e->turn_start = now;
+	sample_own(&e->own_at_turn);
+}
+
+/* Charge the time since then to the current target: wall time and this
+ * process's CPU and CPU wait. Rests are nobody's. */
+static void turn_charge(struct engine *e, uint64_t now)
 {
 	struct lg_result *r = &e->res[e->cur];
 	struct engine_sample own;
+	if (!e->measuring || e->resting)
+		return;
 	sample_own(&own);
-	if (e->measuring) {
-		r->ns += now - e->turn_start;
-		accumulate(&r->own_cpu_us, e->own_at_turn.cpu_us, own.cpu_us);
-		accumulate(&r->own_wait_ns, e->own_at_turn.wait_ns, own.wait_ns);
-	}
-	e->turn_start = now;
-	e->own_at_turn = own;
+	r->ns += now - e->turn_start;
+	accumulate(&r->own_cpu_us, e->own_at_turn.cpu_us, own.cpu_us);
+	accumulate(&r->own_wait_ns, e->own_at_turn.wait_ns, own.wait_ns);
 }
 
 static void turn_begin(struct engine *e, const struct engine_mode *m, unsigned t,
@@ -352,8 +358,9 @@ static void turn_begin(struct engine *e, const struct engine_mode *m, unsigned t
 {
 	e->cur = t;
 	e->draining = false;
-	e->turn_end = e->o->ntargets > 1 ? now + engine_sec_to_ns(e->o->slice_s) : UINT64_MAX;
-	charge_turn(e, now);
+	e->resting = false;
+	e->turn_end = e->turns ? now + engine_sec_to_ns(e->o->slice_s) : UINT64_MAX;
+	turn_reset(e, now);
 	if (m->on_turn_start)
 		m->on_turn_start(e, t, now);
 }
@@ -363,23 +370,39 @@ void engine_start(struct engine *e, const struct engine_mode *m, uint64_t now)
 	turn_begin(e, m, 0, now);
 }
 
-/* End the turn once it is over and drained; false when no target is left. */
+/* The target after the current one that is not done yet; -1 if none. */
+static int next_target(const struct engine *e)
+{
+	unsigned nt = e->o->ntargets;
+	for (unsigned k = 1; k <= nt; k++) {
+		unsigned t = (e->cur + k) % nt;
+		if (!e->done[t])
+			return (int)t;
+	}
+	return -1;
+}
+
+/* A turn ends once it is over and its requests in flight are answered;
+ * a rest with no load at all follows, then the next target's turn. The
+ * rests keep each CPU's SCHED_FIFO use under the kernel's RT limit (95% of
+ * every second), which would otherwise stop the busy process for 50 ms at
+ * a random point of some target's turn. False when every target is done. */
 static bool next_turn(struct engine *e, const struct engine_mode *m, uint64_t now)
 {
+	if (e->resting) {
+		int t = now < e->rest_end ? (int)e->cur : next_target(e);
+		if (t >= 0 && now >= e->rest_end)
+			turn_begin(e, m, (unsigned)t, now);
+		return t >= 0;
+	}
 	if (!e->draining && (now >= e->turn_end || e->done[e->cur]))
 		e->draining = true;
 	if (!e->draining || e->pending[e->cur] > 0)
 		return true;
-	charge_turn(e, now);
-	unsigned nt = e->o->ntargets;
-	for (unsigned k = 1; k <= nt; k++) {
-		unsigned t = (e->cur + k) % nt;
-		if (!e->done[t]) {
-			turn_begin(e, m, t, now);
-			return true;
-		}
-	}
-	return false;
+	turn_charge(e, now);
+	e->resting = true;
+	e->rest_end = now + engine_sec_to_ns(e->o->rest_s);
+	return next_target(e) >= 0;
 }
 
 bool engine_may_send(const struct engine *e, unsigned t)
@@ -406,9 +429,9 @@ int engine_run(struct engine *e, const struct engine_mode *m, uint64_t until)
 			return 0;
 		if (!next_turn(e, m, now))
 			return 0;
-		if (now >= until || e->active == 0 || engine_too_many_errors(e))
+		if (now >= until || (e->active == 0 && !e->resting) || engine_too_many_errors(e))
 			return 0;
-		int n = wait_events(e, ev, now, until);
+		int n = wait_events(e, ev, now, e->resting && e->rest_end < until ? e->rest_end : until);
 		if (n < 0)
 			return n;
 		now = engine_now();
@@ -432,13 +455,13 @@ void engine_measure_begin(struct engine *e, uint64_t now)
 		if (e->o->target[t].pid)
 			sample_server(e->o->target[t].pid, &e->srv_at_begin[t]);
 	}
-	charge_turn(e, now); /* not measuring yet: the current turn restarts */
+	turn_reset(e, now); /* the current turn counts from here */
 	e->measuring = true;
 }
 
 void engine_measure_end(struct engine *e, uint64_t now)
 {
-	charge_turn(e, now);
+	turn_charge(e, now);
 	e->measuring = false;
 	for (unsigned t = 0; t < e->o->ntargets; t++) {
 		struct lg_result *r = &e->res[t];

@@ -7,11 +7,11 @@
  * Failures are counted in the target's result, the first few are printed,
  * and the slot is freed.
  *
- * Slots i*conns .. (i+1)*conns-1 belong to target i. Targets take turns:
- * during a turn the mode may start new requests only for the current target
- * (engine_may_send); when the turn is over, its requests in flight are
- * drained before the next target's turn starts, so that only one server is
- * busy at a time. */
+ * Slots i*conns .. (i+1)*conns-1 belong to target i. Targets take turns
+ * (with a single target too): during a turn the mode may start new requests
+ * only for the current target (engine_may_send); when the turn is over, its
+ * requests in flight are drained and a short rest follows before the next
+ * target's turn starts, so that only one server is busy at a time. */
 #ifndef ENGINE_H
 #define ENGINE_H
 
@@ -59,8 +59,11 @@ struct engine {
 	uint64_t errors;        /* all targets */
 	uint64_t next_scan;     /* next time to look for timed-out slots */
 	/* turns */
+	bool turns;             /* pingpong, churn: turns end (hold: never) */
 	unsigned cur;           /* the target whose turn it is */
 	bool draining;          /* its turn is over: no new requests */
+	bool resting;           /* drained; nothing runs until rest_end */
+	uint64_t rest_end;
 	bool done[LG_MAX_TARGETS]; /* reached max_ops */
 	uint64_t turn_start, turn_end;
 	struct engine_sample own_at_turn;

@@ -33,7 +33,9 @@ static void usage(FILE *f)
 	      "Options:\n"
 	      "  --conns N          per target: connections (pingpong), workers (churn),\n"
 	      "                     connections to hold (hold) (64 / 64 / 1000)\n"
-	      "  --slice SEC        turn length when there are several targets (0.1)\n"
+	      "  --slice SEC        length of a target's turn (0.1)\n"
+	      "  --rest SEC         pause with no load after each turn (0.01); keeps\n"
+	      "                     SCHED_FIFO use under the kernel's 95% RT limit\n"
 	      "  --warmup SEC       unmeasured start (1)\n"
 	      "  --duration SEC     measured time limit; hold: idle hold time (5)\n"
 	      "  --requests N       measured requests or cycles per target (100000000)\n"
@@ -115,7 +117,7 @@ static int parse_secs(const char *s, double *v)
 enum {
 	OPT_HOST = 256, OPT_PORT, OPT_CONNS, OPT_WARMUP, OPT_DURATION, OPT_REQUESTS,
 	OPT_INFLIGHT, OPT_TIMEOUT, OPT_MAX_ERRORS, OPT_REQUEST, OPT_REPLY, OPT_CPU,
-	OPT_SRC_ADDRS, OPT_RST, OPT_SERVER_PID, OPT_SLICE, OPT_HELP,
+	OPT_SRC_ADDRS, OPT_RST, OPT_SERVER_PID, OPT_SLICE, OPT_REST, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -135,6 +137,7 @@ static const struct option long_opts[] = {
 	{ "rst", no_argument, NULL, OPT_RST },
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
 	{ "slice", required_argument, NULL, OPT_SLICE },
+	{ "rest", required_argument, NULL, OPT_REST },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -191,6 +194,7 @@ static int apply_opt(struct lg_opts *o, struct parse_state *ps, int c, const cha
 	case OPT_WARMUP: bad = parse_secs(arg, &o->warmup_s); break;
 	case OPT_DURATION: bad = parse_secs(arg, &o->duration_s); break;
 	case OPT_SLICE: bad = parse_secs(arg, &o->slice_s) || o->slice_s < 0.001; break;
+	case OPT_REST: bad = parse_secs(arg, &o->rest_s); break;
 	case OPT_REQUESTS: bad = parse_uint(arg, UINT64_MAX, &v) || v == 0; o->max_ops = v; break;
 	case OPT_INFLIGHT: bad = parse_uint(arg, 1000000, &v) || v == 0; o->inflight = (unsigned)v; break;
 	case OPT_TIMEOUT: bad = parse_secs(arg, &o->timeout_s); break;
@@ -230,6 +234,7 @@ static void set_defaults(struct lg_opts *o, struct parse_state *ps)
 	o->warmup_s = 1;
 	o->duration_s = 5;
 	o->slice_s = 0.1;
+	o->rest_s = 0.01;
 	o->max_ops = 100000000;
 	o->max_errors = 100;
 	o->timeout_s = 5;

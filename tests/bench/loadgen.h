@@ -42,7 +42,8 @@ struct lg_opts {
 	unsigned inflight;    /* hold: connection attempts in flight at once */
 	double warmup_s;      /* pingpong, churn: unmeasured start */
 	double duration_s;    /* measured time limit; hold: idle hold time */
-	double slice_s;       /* turn length with several targets */
+	double slice_s;       /* turn length */
+	double rest_s;        /* pause with no load after each turn */
 	uint64_t max_ops;     /* measured requests or cycles per target */
 	uint64_t max_errors;  /* stop early past this many errors in all */
 	double timeout_s;     /* per connect or per reply */
