@@ -5,7 +5,10 @@ Boots Debian 12 with systemd as PID 1 in a systemd-nspawn container
 (container.py), installs epolld there from `meson install --destdir`, and
 runs the operator's story step by step: socket activation, the journal,
 reload (good and broken), stop, standalone start, restart and re-exec
-keeping connections, the watchdog, and the security rating. Every step
+keeping connections, the watchdog, and the security rating; then, in the
+same boot, connections held through restarts by the hundred and by the
+thousand, half-closes, stops, a restart without the socket unit, and the
+time a restart takes with many connections (restart_story.py). Every step
 prints PASS or FAIL with what it saw; the run ends with "N passed, N
 failed". Needs root, systemd-nspawn and mmdebstrap; without them it is
 skipped (exit 77) unless EPOLLD_REQUIRE_SYSTEM_TEST=1.
@@ -25,6 +28,7 @@ import time
 from container import (Abort, Container, MACHINE, StepFailed, build_and_install,
                        clean_stale, copy_into, log, prepare_rootfs, run,
                        wait_for)
+from restart_story import Held
 
 PORT = 8001
 CONFIG = "/etc/epolld/epolld.ini"
@@ -33,6 +37,12 @@ CONFIG = "/etc/epolld/epolld.ini"
 MAX_EXPOSURE = 1.0
 # The watchdog step's WatchdogSec=, set by a drop-in.
 WATCHDOG_SEC = 2
+# Connections held through restart-timing's restart. systemd 252 stores
+# each one in O(n) (a kcmp() against every stored fd), so the restart
+# grows with the square: 8000 take 30-50 s on 2 cores. Past about
+# 13000 (of a 20000 RLIMIT_NOFILE) the new process cannot even be spawned
+# (status 202/FDS); see restart_story.py. --timing-connections changes it.
+TIMING_CONNECTIONS = 8000
 
 
 # --- What the operator does, and what each step checks --------------------
@@ -512,6 +522,10 @@ def main():
     ap.add_argument("--rootfs-timeout", type=int, default=300)
     ap.add_argument("--keep", action="store_true",
                     help="keep the work directory (build, console log)")
+    ap.add_argument("--timing-connections", type=int,
+                    default=TIMING_CONNECTIONS,
+                    help="connections held for restart-timing (capped at "
+                         "what the descriptor limits allow)")
     args = ap.parse_args()
 
     why = preflight(args)
@@ -563,6 +577,7 @@ def main():
                 raise Abort(f"{name} failed")
 
         story = Story(ct)
+        held = Held(story, args.timing_connections)
         steps = [("installed", story.installed),
                  ("socket-activation", story.socket_activation),
                  ("journal", story.journal_story),
@@ -573,10 +588,17 @@ def main():
                  ("restart", story.restart),
                  ("reexec", story.reexec),
                  ("watchdog", story.watchdog),
-                 ("security", story.security)]
+                 ("security", story.security),
+                 ("keep-100", held.keep_100),
+                 ("half-close", held.half_close),
+                 ("keep-1500", held.keep_1500),
+                 ("stop-closes-all", held.stop_closes_all),
+                 ("standalone-backlog", held.standalone_backlog),
+                 ("restart-timing", held.restart_timing)]
         # A step that needs an earlier one's state is skipped when that failed.
         needs = {"journal": "socket-activation", "reload-broken": "reload",
-                 "stop": "reload"}
+                 "stop": "reload", "half-close": "keep-100",
+                 "stop-closes-all": "keep-1500"}
         ok = {}
         for name, fn in steps:
             if name in needs and not ok.get(needs[name]):

@@ -370,9 +370,12 @@ class Container:
         except OSError:
             return ""
 
-    def guest(self, cmd, timeout=30, check=True, input_text=None):
-        full = ["nsenter", "--target", str(self.leader), "--all", "--root",
+    def _nsenter(self, cmd):
+        return ["nsenter", "--target", str(self.leader), "--all", "--root",
                 "--wd", "--", "env", "-i", *GUEST_ENV, *cmd]
+
+    def guest(self, cmd, timeout=30, check=True, input_text=None):
+        full = self._nsenter(cmd)
         if input_text is None:
             return run(full, timeout=timeout, check=check)
         try:
@@ -384,6 +387,12 @@ class Container:
             raise StepFailed(f"rc {proc.returncode}: {shlex.join(cmd)}\n"
                              f"{tail(proc.stdout + proc.stderr)}")
         return proc
+
+    def guest_background(self, cmd):
+        """CMD started inside, not waited for: a Popen with text output."""
+        return subprocess.Popen(self._nsenter(cmd), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
 
     def write_file(self, path, text):
         self.guest(["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"',
