@@ -2,8 +2,9 @@
  *
  * Three ways lead here, and all take this one path: a .socket unit passes
  * listening sockets (named after the unit, or "unknown"); after
- * `systemctl restart` PID 1 adds what we put in its fd store ("conn",
- * "state", "listen_ADDR"); after SIGUSR2 our own previous image passes the
+ * `systemctl restart` PID 1 adds what we put in its fd store ("connbox",
+ * sockets holding the connections in flight, "state", "listen_ADDR"; and
+ * "conn", one connection each, as older versions stored them); after SIGUSR2 our own previous image passes the
  * same names, plus "x" for descriptors it could not help passing (its epoll
  * fd, timers, ...). The order of the fds means nothing: the state is
  * matched to connections by socket inode.
@@ -33,8 +34,8 @@
 struct found {
         int state_fd;
         int *conns;
-        unsigned n_conns;
-        bool stored_conns, stored_state;
+        unsigned n_conns, cap;
+        bool stored_conns, stored_boxes, stored_state;
 };
 
 static void close_fd(int fd, const char *name, const char *why)
@@ -61,6 +62,81 @@ static bool is_listening_tcp(int fd)
         return sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0) > 0;
 }
 
+static void add_conn(struct found *f, int fd)
+{
+        if (f->n_conns == f->cap) {
+                unsigned cap = f->cap ? 2 * f->cap : 256;
+                int *p = realloc(f->conns, cap * sizeof(*p));
+
+                if (!p) {
+                        close_fd(fd, "conn", "cannot be adopted: out of memory");
+                        return;
+                }
+                f->conns = p;
+                f->cap = cap;
+        }
+        f->conns[f->n_conns++] = fd;
+}
+
+static void take_conn(struct found *f, int fd)
+{
+        if (is_connected_tcp(fd))
+                add_conn(f, fd);
+        else
+                close_fd(fd, "conn", "is not a connected TCP socket");
+}
+
+/* Receives one message of parked fds: > 0 while there was one, 0 when the
+ * box is empty, or -errno. */
+static int unbox_one(struct found *f, int box)
+{
+        union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int) * 253)];
+        } control;
+        char byte;
+        struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+        struct msghdr mh = { .msg_iov = &iov,
+                             .msg_iovlen = 1,
+                             .msg_control = control.buf,
+                             .msg_controllen = sizeof(control.buf) };
+        ssize_t n = recvmsg(box, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        int got = 0;
+
+        if (n < 0)
+                return errno == EAGAIN ? 0 : -errno;
+        if (mh.msg_flags & MSG_CTRUNC)
+                log_warning("a connection box message was cut short: connections lost");
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+                if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                        continue;
+                for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++, got++) {
+                        int fd;
+
+                        memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                        take_conn(f, fd);
+                }
+        }
+        return n == 0 && got == 0 ? 0 : got + 1;
+}
+
+/* A box (fdstore.c) holds connections in flight: take them all out. */
+static void unbox(struct found *f, int box)
+{
+        int r;
+
+        f->stored_boxes = true;
+        if (sd_is_socket(box, AF_UNIX, SOCK_DGRAM, -1) <= 0) {
+                close_fd(box, "connbox", "is not a connection box");
+                return;
+        }
+        while ((r = unbox_one(f, box)) > 0)
+                ;
+        if (r < 0)
+                log_warning("reading a connection box failed: %s", strerror(-r));
+        close_fd(box, "connbox", NULL);
+}
+
 /* Returns -EINVAL for a bad socket from a .socket unit, else 0. */
 static int classify(struct server *s, struct found *f, int fd, const char *name)
 {
@@ -68,10 +144,9 @@ static int classify(struct server *s, struct found *f, int fd, const char *name)
                 close_fd(fd, name, NULL); /* our previous image's own fds */
         } else if (strcmp(name, "conn") == 0) {
                 f->stored_conns = true;
-                if (is_connected_tcp(fd))
-                        f->conns[f->n_conns++] = fd;
-                else
-                        close_fd(fd, name, "is not a connected TCP socket");
+                take_conn(f, fd);
+        } else if (strcmp(name, "connbox") == 0) {
+                unbox(f, fd);
         } else if (strcmp(name, "state") == 0) {
                 f->stored_state = true;
                 if (f->state_fd < 0)
@@ -169,10 +244,7 @@ int inherit_all(struct server *s)
                 free(names);
                 return 0;
         }
-        f.conns = calloc((size_t)n, sizeof(*f.conns));
-        r = f.conns ? count_activated(n, names) : -ENOMEM;
-        if (r == -ENOMEM)
-                log_err("out of memory adopting %d inherited fds", n);
+        r = count_activated(n, names);
         for (int i = 0; i < n; i++) {
                 const char *name = names && names[i] ? names[i] : "unknown";
 
@@ -190,6 +262,8 @@ int inherit_all(struct server *s)
         /* PID 1 still holds copies; they would keep closed sockets open. */
         if (f.stored_conns)
                 fdstore_remove(s, "conn");
+        if (f.stored_boxes)
+                fdstore_remove(s, "connbox");
         if (f.stored_state)
                 fdstore_remove(s, "state");
         free(f.conns);

@@ -397,3 +397,42 @@ def test_stored_listener_is_kept_and_a_broken_one_closed(rx):
     with socket.socket() as x:
         assert x.connect_ex(("127.0.0.1", stale_port)) != 0
     assert sees_eof(c, 2.0)
+
+
+# --- connection boxes ----------------------------------------------------------
+
+def box_with(fds):
+    """What fdstore.c stores: an AF_UNIX datagram socket connected to itself,
+    holding FDS in flight, at most 253 per message."""
+    box = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    box.bind("")  # autobind: a unique abstract address
+    box.connect(box.getsockname())
+    for i in range(0, len(fds), 253):
+        socket.send_fds(box, [b"c"], fds[i:i + 253])
+    return os.dup(box.detach())
+
+
+def test_connbox_carries_connections_with_their_state(rx):
+    """300 connections parked in two boxes (two messages in one, one in the
+    other): all adopted, the state matched by inode across boxes, and a
+    box that is no socket is closed with a line while the rest survive."""
+    conns = pairs(300)
+    state = memfd_with(state_bytes([(ino(conns[0][1]), 42, 7, 6, 0)], next_id=42, replies=7))
+    boxes = [box_with([s for _, s, _ in conns[:260]]), box_with([s for _, s, _ in conns[260:]])]
+    for _, s, _ in conns:
+        os.close(s)  # the boxes hold them now
+    not_a_box = memfd_with(b"x")
+    d = start_with(rx, [(boxes[0], "connbox"), (state, "state"), (not_a_box, "connbox"),
+                        (boxes[1], "connbox")])
+
+    log = d.wait_log("notice: adopted 300 of 300 inherited connection(s)")
+    assert "(connbox) is not a connection box; closing it" in log
+    assert IGNORED_STATE not in log
+    # (client ports may repeat across these pairs' different listeners)
+    assert sorted(int(cid) for cid, _, _ in ADOPTED.findall(log)) == list(range(42, 342))
+    assert recv_exact(conns[0][0], 6) == REPLY * 2  # its record, found by inode
+    for c, _, _ in conns:
+        ask(c)
+    with connect(d.port) as n:
+        ask(n)
+    d.wait_log("accepted connection #342 ")
