@@ -158,9 +158,9 @@ static char *read_line(char *str, int num, void *stream)
         if (p->line == 1 && strncmp(str, "\xEF\xBB\xBF", 3) == 0)
                 text += 3; /* inih skips a UTF-8 byte order mark; so do we */
         p->indented = text[0] == ' ' || text[0] == '\t';
-        if (memchr(str, '\0', len)) {
+        if (len == 0 || memchr(str, '\0', len)) { /* 0: a NUL first, unseekable input */
                 error_at(p, "NUL byte in line");
-                if (str[len - 1] != '\n')
+                if (len == 0 || str[len - 1] != '\n')
                         skip_rest_of_line(p->f);
                 str[0] = '\0';
                 return str;

@@ -17,12 +17,12 @@
 #include "conn.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "addr.h"
+#include "fd.h"
 #include "idle.h"
 #include "listener.h"
 #include "log.h"
@@ -63,29 +63,31 @@ void conn_table_deinit(struct server *s)
 }
 
 /* "accepted"/"adopted connection #ID from ADDR:PORT (fd N)", with the
- * peer as journal fields. */
-static void log_peer(const char *event, const struct conn *c, int fd, const struct sockaddr *peer)
+ * peer as journal fields (EPOLLD_EVENT=accept or adopt). */
+static void log_peer(const char *verb, const struct conn *c, int fd, const struct sockaddr *peer)
 {
         char host[ADDR_TEXT_MAX], text[ADDR_TEXT_MAX];
+        const char *event = strcmp(verb, "accepted") == 0 ? "accept" : "adopt";
         struct log_fields f = { .event = event, .remote_addr = host, .conn_id = c->id };
 
         addr_host(peer, host, &f.remote_port);
         addr_format(peer, text);
-        log_write(LOG_INFO, &f, "%s connection #%llu from %s (fd %d)",
-                  event[1] == 'c' ? "accepted" : "adopted", (unsigned long long)c->id, text, fd);
+        log_write(LOG_INFO, &f, "%s connection #%llu from %s (fd %d)", verb,
+                  (unsigned long long)c->id, text, fd);
 }
 
-static void conn_open(struct server *s, int fd, const struct sockaddr *peer)
+/* Returns 0, or -errno if the fd could not join the epoll set (then it is
+ * closed: the client sees a close, and the caller pauses accepting). */
+static int conn_open(struct server *s, int fd, const struct sockaddr *peer)
 {
         struct conn *c = &s->conns[fd];
         uint32_t gen = c->gen;
         int r = loop_add(s, fd, EPOLLIN, tag_make(TAG_CONN, gen, (uint32_t)fd));
 
         if (r < 0) {
-                log_err("epoll_ctl(ADD) of accepted fd %d failed: %s", fd, strerror(-r));
                 if (close(fd) < 0)
                         log_err("close of fd %d failed: %s", fd, strerror(errno));
-                return;
+                return r;
         }
         *c = (struct conn){ .id = ++s->stats.accepted,
                             .gen = gen,
@@ -98,16 +100,7 @@ static void conn_open(struct server *s, int fd, const struct sockaddr *peer)
                 s->max_fd = fd;
         idle_add(s, fd);
         if (log_enabled(LOG_INFO) && log_allow(LOG_LIMIT_ACCEPT))
-                log_peer("accept", c, fd, peer);
-}
-
-static int make_nonblocking(int fd)
-{
-        int flags = fcntl(fd, F_GETFL);
-
-        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
-            fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
-                return -errno;
+                log_peer("accepted", c, fd, peer);
         return 0;
 }
 
@@ -118,13 +111,13 @@ static void log_adopt(const struct conn *c, int fd)
 
         if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0)
                 peer.ss_family = AF_UNSPEC;
-        log_peer("adopt", c, fd, (struct sockaddr *)&peer);
+        log_peer("adopted", c, fd, (struct sockaddr *)&peer);
 }
 
 int conn_adopt(struct server *s, int fd, const struct state_record *r)
 {
         struct conn *c;
-        int err = (uint32_t)fd < s->table_size ? make_nonblocking(fd) : -EBADF;
+        int err = (uint32_t)fd < s->table_size ? fd_nonblock_cloexec(fd) : -EBADF;
 
         if (err == 0)
                 err = loop_add(s, fd, EPOLLIN, tag_make(TAG_CONN, s->conns[fd].gen, (uint32_t)fd));
@@ -164,7 +157,7 @@ static bool accept_one(struct server *s, const struct listener *l)
 {
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
-        int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int r, fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
         if (fd >= 0) {
                 if ((uint32_t)fd >= s->table_size) { /* cannot happen: table covers RLIMIT */
@@ -172,7 +165,15 @@ static bool accept_one(struct server *s, const struct listener *l)
                         close(fd);
                         return true;
                 }
-                conn_open(s, fd, (struct sockaddr *)&peer);
+                r = conn_open(s, fd, (struct sockaddr *)&peer);
+                if (r == -ENOSPC || r == -ENOMEM) { /* epoll's max_user_watches, memory */
+                        listeners_nofile(s, l, -r);
+                        return false;
+                }
+                if (r < 0)
+                        log_limited(LOG_ERR, LOG_LIMIT_ACCEPT_ERROR, NULL,
+                                    "epoll_ctl(ADD) of accepted fd %d failed: %s", fd,
+                                    strerror(-r));
                 return true;
         }
         switch (errno) {
@@ -205,10 +206,11 @@ static bool accept_one(struct server *s, const struct listener *l)
 
 void conn_accept(struct server *s, uint32_t idx)
 {
-        const struct listener *l = &s->listeners[idx];
+        const struct listener *l;
 
         if (idx >= s->n_listeners)
                 return; /* a reload earlier in this batch removed it */
+        l = &s->listeners[idx];
         for (;;) {
                 if (s->n_conns >= s->max_connections) {
                         listeners_pause(s, PAUSE_FULL);

@@ -13,7 +13,7 @@ struct state_record;
  * client that never reads cannot make us hold more than this. */
 #define CONN_PENDING_MAX (64u * CONN_REPLY_LEN)
 
-/* Kept small on purpose (40 bytes, inside one cache line): a held idle
+/* Kept small on purpose (40 bytes, less than a cache line): a held idle
  * connection costs this and nothing else in user space. */
 struct conn {
         uint64_t id;

@@ -157,6 +157,7 @@ static int classify(struct server *s, struct found *f, int fd, const char *name)
                 if (!is_listening_tcp(fd) || listeners_adopt(s, fd, name, false) < 0)
                         close_fd(fd, name, "is not a usable listening TCP socket");
         } else if (listeners_adopt(s, fd, name, true) < 0) {
+                close_fd(fd, name, NULL); /* the start fails; the fd is still ours to close */
                 return -EINVAL;
         }
         return 0;

@@ -15,7 +15,6 @@
 #include "listener.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/timerfd.h>
@@ -23,6 +22,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "fd.h"
 #include "fdstore.h"
 #include "log.h"
 #include "loop.h"
@@ -108,19 +108,23 @@ static int bind_one(struct listener *l, const struct addr *a, uint32_t backlog)
 int listeners_adopt(struct server *s, int fd, const char *fdname, bool activated)
 {
         struct listener *l = &s->listeners[s->n_listeners];
-        int flags, r = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0);
+        int r = sd_is_socket_inet(fd, AF_UNSPEC, SOCK_STREAM, 1, 0);
 
-        if (r <= 0 || s->n_listeners == CONFIG_MAX_LISTEN) {
+        if (r <= 0) {
                 log_err("socket activation: fd %d is not a listening TCP socket%s%s", fd,
                         r < 0 ? ": " : "", r < 0 ? strerror(-r) : "");
                 return r < 0 ? r : -EINVAL;
         }
+        if (s->n_listeners == CONFIG_MAX_LISTEN) {
+                log_err("inherited listener fd %d: already %d listeners, the most supported", fd,
+                        CONFIG_MAX_LISTEN);
+                return -E2BIG;
+        }
         *l = (struct listener){ .fd = fd, .activated = activated };
         snprintf(l->fdname, sizeof(l->fdname), "%s", fdname);
         l->addr.len = sizeof(l->addr.u);
-        if (getsockname(fd, &l->addr.u.sa, &l->addr.len) < 0 || (flags = fcntl(fd, F_GETFL)) < 0 ||
-            fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-                r = -errno;
+        r = getsockname(fd, &l->addr.u.sa, &l->addr.len) < 0 ? -errno : fd_nonblock_cloexec(fd);
+        if (r < 0) {
                 log_err("cannot set up inherited listener fd %d: %s", fd, strerror(-r));
                 return r;
         }

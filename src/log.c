@@ -37,6 +37,7 @@ static const char *const limit_names[LOG_LIMIT_COUNT] = {
         [LOG_LIMIT_ACCEPT_ERROR] = "accept error",
         [LOG_LIMIT_IO_ERROR] = "read/write error",
         [LOG_LIMIT_PAUSE] = "accept pause",
+        [LOG_LIMIT_MEMORY] = "out of memory",
 };
 
 static const char *const level_names[] = {

@@ -30,6 +30,7 @@ enum log_limit {
         LOG_LIMIT_ACCEPT_ERROR,
         LOG_LIMIT_IO_ERROR,
         LOG_LIMIT_PAUSE,
+        LOG_LIMIT_MEMORY,
         LOG_LIMIT_COUNT,
 };
 

@@ -68,6 +68,13 @@ static int size_events(struct server *s)
         if (s->events && s->n_events == s->cfg.max_events)
                 return 0;
         e = realloc(s->events, s->cfg.max_events * sizeof(*e));
+        if (!e && s->events) {
+                /* A reload asked for more; the old array still works. */
+                log_limited(LOG_WARNING, LOG_LIMIT_MEMORY, NULL,
+                            "cannot resize the event array to %u: keeping %u",
+                            (unsigned)s->cfg.max_events, (unsigned)s->n_events);
+                return 0;
+        }
         if (!e)
                 return -ENOMEM;
         s->events = e;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fd.h"
 #include "log.h"
 #include "server.h"
 
@@ -112,6 +113,8 @@ int main(int argc, char **argv)
 
         if (r >= 0)
                 return r;
+        if (fd_guard_stdio() < 0)
+                return EX_OSERR; /* with no stderr there is no one to tell */
         log_init();
         r = load_config(&o, &cfg, &path, err);
         if (o.check)

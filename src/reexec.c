@@ -30,7 +30,7 @@
 #include "state.h"
 
 /* The kernel's limit for one environment string (MAX_ARG_STRLEN). */
-#define ENV_STRING_MAX (32 * 4096)
+#define ENV_STRING_MAX ((size_t)32 * 4096)
 
 struct plan {
         int state_fd;
@@ -107,19 +107,19 @@ static void undo(struct plan *p)
         unsetenv("LISTEN_PID");
 }
 
-/* Builds LISTEN_FDNAMES and readies every fd; -errno with nothing to undo
- * beyond what undo() handles. */
-/* Room for every name in LISTEN_FDNAMES: "conn", "state" and "x" are
- * short, listeners carry their address. */
+/* Room for every name in LISTEN_FDNAMES with its ':' (or the final NUL):
+ * at most "conn:" per fd, one "state" and each listener's own name. */
 static size_t names_size(const struct server *s, const struct plan *p)
 {
-        size_t size = (size_t)(p->top - 2) * (sizeof("state:") - 1) + 1;
+        size_t size = (size_t)(p->top - 2) * (sizeof("conn:") - 1) + 1 + 1;
 
         for (unsigned i = 0; i < s->n_listeners; i++)
-                size += strlen(s->listeners[i].fdname);
+                size += strlen(s->listeners[i].fdname) + 1;
         return size;
 }
 
+/* Builds LISTEN_FDNAMES and readies every fd; -errno with nothing to undo
+ * beyond what undo() handles. */
 static int prepare(struct server *s, struct plan *p)
 {
         size_t len = 0, cap = names_size(s, p);
@@ -149,6 +149,24 @@ static int prepare(struct server *s, struct plan *p)
         return setenv("LISTEN_PID", num, 1) < 0 ? -errno : 0;
 }
 
+/* LISTEN_FDNAMES names every fd up to the highest, and the kernel takes an
+ * environment string of at most 128 KiB: past about 26,000 descriptors an
+ * in-place re-exec is not possible (a restart through the fd store is). */
+static bool names_fit(struct server *s)
+{
+        struct plan p = { .top = highest_fd(s, s->max_fd + 1) }; /* + the state memfd */
+        char status[96];
+
+        if (names_size(s, &p) + sizeof("LISTEN_FDNAMES=") <= ENV_STRING_MAX)
+                return true;
+        log_err("re-exec refused: %d descriptors are more than LISTEN_FDNAMES can name; "
+                "use a restart through the service manager",
+                p.top - 2);
+        snprintf(status, sizeof(status), "re-exec refused: %d descriptors", p.top - 2);
+        notify_reloaded(s, status);
+        return false;
+}
+
 void reexec(struct server *s)
 {
         struct plan p = { .state_fd = -1 };
@@ -159,7 +177,7 @@ void reexec(struct server *s)
         /* The new image reads the file again: it must be valid, and what it
          * says must already be in place (its listeners bound), or the new
          * image would fail to start and take every connection with it. */
-        if (server_reload_for(s, "re-exec") < 0)
+        if (!names_fit(s) || server_apply_config(s, true) < 0)
                 return;
         log_notice("SIGUSR2: re-executing %s with %u connection(s)", s->exec_path,
                    (unsigned)s->n_conns);

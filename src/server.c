@@ -184,10 +184,10 @@ static int apply_file(struct server *s, bool before_exec, char why[CONFIG_ERROR_
         return 0;
 }
 
-int server_reload_for(struct server *s, const char *what)
+int server_apply_config(struct server *s, bool before_exec)
 {
         char why[CONFIG_ERROR_MAX], status[CONFIG_ERROR_MAX + 64];
-        bool before_exec = strcmp(what, "reload") != 0;
+        const char *what = before_exec ? "re-exec" : "reload";
 
         if (!s->config_path)
                 log_notice("%s requested, but running on built-in defaults: nothing to read", what);
@@ -203,6 +203,6 @@ int server_reload_for(struct server *s, const char *what)
 void server_reload(struct server *s)
 {
         notify_reloading(s);
-        if (server_reload_for(s, "reload") == 0)
+        if (server_apply_config(s, false) == 0)
                 notify_reloaded(s, NULL);
 }

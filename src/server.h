@@ -83,7 +83,8 @@ int server_init(struct server *s, const struct config *cfg, const char *config_p
 void server_deinit(struct server *s);
 int server_run(struct server *s);
 void server_reload(struct server *s);
-/* Reads and applies the configuration file (the first half of a reload, or
- * of a re-exec: WHAT is "reload" or "re-exec"). On failure logs, sends
- * READY=1 with the reason and returns -1; the running config stays. */
-int server_reload_for(struct server *s, const char *what);
+/* Reads and applies the configuration file: the work of a reload, and the
+ * first step of a re-exec (BEFORE_EXEC, which also refuses a change of
+ * user). On failure logs, sends READY=1 with the reason and returns -1;
+ * the running configuration stays. */
+int server_apply_config(struct server *s, bool before_exec);

@@ -68,10 +68,14 @@ static void on_signal(struct server *s, int signo)
                 s->stopping = true;
                 break;
         case SIGHUP:
-                server_reload(s);
-                break;
         case SIGUSR2:
-                reexec(s);
+                /* A stop has begun: a re-exec now would cancel it. */
+                if (s->stopping)
+                        log_notice("ignoring SIG%s: stopping", sigabbrev_np(signo));
+                else if (signo == SIGHUP)
+                        server_reload(s);
+                else
+                        reexec(s);
                 break;
         default:
                 break;
