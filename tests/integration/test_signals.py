@@ -41,3 +41,21 @@ def test_stop_signal_without_connections(epolld):
     d.signal(signal.SIGTERM)
     assert d.wait_exit(timeout=2.0) == 0
     assert time.monotonic() - start < 1.0
+
+
+def test_reload_and_reexec_do_not_cancel_a_stop(epolld):
+    """SIGINT and SIGUSR2 pending together: SIGINT (the lower number) is read
+    first and starts the stop; the SIGUSR2 read after it must not re-execute,
+    which would cancel the stop."""
+    d = epolld()
+    with d.connect() as s:
+        assert exchange(s) == REPLY
+        d.signal(signal.SIGSTOP)  # let all three queue up
+        for signo in (signal.SIGINT, signal.SIGUSR2):
+            d.signal(signo)
+        d.signal(signal.SIGCONT)
+        assert d.wait_exit(timeout=2.0) == 0
+        assert sees_eof(s, timeout=1.0)
+    d.wait_log(r"^notice: received SIGINT, stopping$")
+    d.wait_log(r"^notice: ignoring SIGUSR2: stopping$")
+    assert "re-executing" not in d.log()
