@@ -64,6 +64,22 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def free_ports(n, host="127.0.0.1"):
+    """N distinct ports that were free a moment ago: all are held open
+    together while they are picked, so none is handed out twice."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 # --- clients -----------------------------------------------------------------
 
 def connect(host, port, timeout=5.0, rcvbuf=None, sndbuf=None):

@@ -33,6 +33,9 @@ from pathlib import Path
 
 import pytest
 
+import conftest
+from conftest import free_port, free_ports, recv_for  # noqa: F401 (re-exported)
+
 _HERE = Path(__file__).resolve().parent
 BIN = os.path.abspath(os.environ.get("EPOLLD_BIN") or _HERE.parents[1] / "build" / "src" / "epolld")
 TIMEOUT = 10.0
@@ -54,33 +57,11 @@ IGNORED_STATE = "warning: ignoring the inherited connection state: "
 
 def wait_until(pred, timeout=TIMEOUT, interval=0.005, what="condition"):
     """Polls pred() until it returns something truthy; returns that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
+    return conftest.wait_until(pred, timeout, what, interval)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def free_ports(n):
-    """N distinct ports that were free a moment ago: all are held open
-    together while they are picked, so none is handed out twice."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def write_config(path, port=None, level="debug"):
@@ -118,19 +99,6 @@ def recv_exact(sock, n, timeout=TIMEOUT):
     return buf
 
 
-def recv_for(sock, duration):
-    """Whatever arrives within DURATION (a deliberate wait: shows that
-    nothing more comes)."""
-    deadline = time.monotonic() + duration
-    buf = b""
-    while (left := deadline - time.monotonic()) > 0:
-        if not select.select([sock], [], [], left)[0]:
-            break
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return buf
 
 
 def ask(sock, data=b"x", timeout=TIMEOUT):

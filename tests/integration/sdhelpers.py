@@ -23,6 +23,9 @@ from pathlib import Path
 
 import pytest
 
+import conftest
+from conftest import free_port, free_ports  # noqa: F401 (re-exported)
+
 _HERE = Path(__file__).resolve().parent
 BIN = os.path.abspath(os.environ.get("EPOLLD_BIN") or _HERE.parents[1] / "build" / "src" / "epolld")
 ACTIVATE = shutil.which("systemd-socket-activate")
@@ -40,14 +43,7 @@ _SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error:|S
 
 def wait_until(pred, timeout=TIMEOUT, interval=0.02, what="condition"):
     """Polls pred() until it returns something truthy; returns that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
-        time.sleep(interval)
+    return conftest.wait_until(pred, timeout, what, interval)
 
 
 def monotonic_usec():
@@ -63,27 +59,8 @@ def has_ipv6_loopback():
         return False
 
 
-def free_port(host="127.0.0.1"):
-    """A port nobody listens on right now (the kernel's pick)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
-def free_ports(n, host="127.0.0.1"):
-    """n distinct free ports (held open together while picking)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(family, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Client:
