@@ -30,14 +30,10 @@
 #include "server.h"
 #include "state.h"
 
-#define REPLY CONN_REPLY
-#define REPLY_LEN CONN_REPLY_LEN
-#define PENDING_MAX CONN_PENDING_MAX
-
 static void update_interest(struct server *s, int fd, struct conn *c);
 
 static char scratch[64 * 1024];
-static char replies[PENDING_MAX];
+static char replies[CONN_PENDING_MAX];
 
 int conn_table_init(struct server *s, uint32_t size)
 {
@@ -47,8 +43,8 @@ int conn_table_init(struct server *s, uint32_t size)
 
         if (p == MAP_FAILED)
                 return -errno;
-        for (uint32_t i = 0; i < PENDING_MAX; i++)
-                replies[i] = REPLY[i % REPLY_LEN];
+        for (uint32_t i = 0; i < CONN_PENDING_MAX; i++)
+                replies[i] = CONN_REPLY[i % CONN_REPLY_LEN];
         s->conns = p;
         s->table_size = size;
         s->max_fd = -1;
@@ -198,8 +194,7 @@ static bool accept_one(struct server *s, const struct listener *l)
                 return false;
         default:
                 log_limited(LOG_ERR, LOG_LIMIT_ACCEPT_ERROR, NULL,
-                            "accept4 on %s (fd %d) failed: %s", listener_name(l), l->fd,
-                            strerror(errno));
+                            "accept4 on %s (fd %d) failed: %s", l->name, l->fd, strerror(errno));
                 return false;
         }
 }
@@ -279,7 +274,7 @@ void conn_close_all(struct server *s)
  * connection had to be closed. */
 static int flush(struct server *s, int fd, struct conn *c)
 {
-        uint32_t off = (REPLY_LEN - c->pending % REPLY_LEN) % REPLY_LEN;
+        uint32_t off = (CONN_REPLY_LEN - c->pending % CONN_REPLY_LEN) % CONN_REPLY_LEN;
         ssize_t n = write(fd, replies + off, c->pending);
 
         if (n >= 0) {
@@ -301,7 +296,7 @@ static int read_once(struct server *s, int fd, struct conn *c)
         ssize_t n = read(fd, scratch, sizeof(scratch));
 
         if (n > 0) {
-                c->pending += REPLY_LEN;
+                c->pending += CONN_REPLY_LEN;
                 c->replies++;
                 s->stats.replies++;
                 log_full(LOG_DEBUG, NULL, "connection #%llu: read %zd bytes",
@@ -332,7 +327,7 @@ static void update_interest(struct server *s, int fd, struct conn *c)
         uint32_t want = 0;
         int r;
 
-        if (c->pending + REPLY_LEN <= PENDING_MAX && !(c->flags & CONN_EOF))
+        if (c->pending + CONN_REPLY_LEN <= CONN_PENDING_MAX && !(c->flags & CONN_EOF))
                 want |= EPOLLIN;
         if (c->pending)
                 want |= EPOLLOUT;

@@ -29,11 +29,6 @@
 
 #define NOFILE_RETRY_MS 100
 
-const char *listener_name(const struct listener *l)
-{
-        return l->name;
-}
-
 /* The fd store name of a listener we bound: "listen_" and the address,
  * with ':' (the name separator of LISTEN_FDNAMES) turned into '_'. */
 static void own_fdname(struct listener *l)

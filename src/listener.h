@@ -29,5 +29,3 @@ void listeners_nofile(struct server *s, const struct listener *l, int err);
 /* An accept succeeded again: the episode is over. */
 void listeners_nofile_over(struct server *s);
 void listeners_on_timer(struct server *s);
-
-const char *listener_name(const struct listener *l);

@@ -81,11 +81,6 @@ void log_init(void)
         journal = stderr_is_journal() && journal_socket_present();
 }
 
-bool log_to_journal(void)
-{
-        return journal;
-}
-
 void log_set_max_priority(int priority)
 {
         log_max_priority = priority;

@@ -46,7 +46,6 @@ static inline bool log_enabled(int priority)
 
 void log_init(void);
 void log_set_max_priority(int priority);
-bool log_to_journal(void);
 int log_level_from_name(const char *name);
 const char *log_level_name(int priority);
 

@@ -298,6 +298,23 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "report_" + call.when, outcome.get_result())
 
 
+def stop_all(started, request):
+    """Fixture teardown: stops every daemon; with a failed test prints their
+    logs; fails the test if any log holds a sanitizer report."""
+    failed = getattr(request.node, "report_call", None)
+    failed = failed is not None and failed.failed
+    reports = []
+    for d in started:
+        status = d.proc.poll()
+        d.stop()
+        if failed:  # shown with the failure, under "Captured stdout teardown"
+            state = "running" if status is None else f"had exited with status {status}"
+            print(f"--- epolld pid {d.pid} ({state} at teardown), {d.log_path}:\n{d.tail(60)}")
+        if SANITIZER_REPORT.search(d.log()):
+            reports.append(d.tail(80))
+    assert not reports, "sanitizer report in the daemon's log:\n" + "\n".join(reports)
+
+
 @pytest.fixture
 def epolld(tmp_path, request):
     """A factory: epolld(listen=("127.0.0.1",), level="info", **server_keys).
@@ -336,15 +353,4 @@ def epolld(tmp_path, request):
         raise AssertionError("no free port found in 5 attempts")
 
     yield start
-    failed = getattr(request.node, "report_call", None)
-    failed = failed is not None and failed.failed
-    reports = []
-    for d in started:
-        status = d.proc.poll()
-        d.stop()
-        if failed:  # shown with the failure, under "Captured stdout teardown"
-            state = "running" if status is None else f"had exited with status {status}"
-            print(f"--- epolld pid {d.pid} ({state} at teardown), {d.log_path}:\n{d.tail(60)}")
-        if SANITIZER_REPORT.search(d.log()):
-            reports.append(d.tail(80))
-    assert not reports, "sanitizer report in the daemon's log:\n" + "\n".join(reports)
+    stop_all(started, request)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (EPOLLD, EX_CONFIG, EX_OSERR, REPLY, SANITIZER_REPORT, Daemon, daemon_env,
+from conftest import (stop_all, EPOLLD, EX_CONFIG, EX_OSERR, REPLY, Daemon, daemon_env,
                       exchange, free_port, ini_text, listening_ports, run_epolld,
                       wait_until)
 
@@ -128,18 +128,7 @@ def start(workdir, request):
         raise AssertionError("no free port found in 5 attempts")
 
     yield start_one
-    failed = getattr(request.node, "report_call", None)
-    failed = failed is not None and failed.failed
-    reports = []
-    for d in started:
-        status = d.proc.poll()
-        d.stop()
-        if failed:
-            state = "running" if status is None else f"had exited with status {status}"
-            print(f"--- epolld pid {d.pid} ({state} at teardown):\n{d.tail(60)}")
-        if SANITIZER_REPORT.search(d.log()):
-            reports.append(d.tail(80))
-    assert not reports, "sanitizer report in the daemon's log:\n" + "\n".join(reports)
+    stop_all(started, request)
 
 
 def env_without_invocation_id():
