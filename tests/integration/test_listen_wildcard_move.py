@@ -15,7 +15,7 @@ import re
 import signal
 import socket
 
-from conftest import EX_OK
+from conftest import EX_OK, EX_OSERR
 from rxhelpers import ask, connect, free_port, rx  # noqa: F401
 from sdhelpers import has_ipv6_loopback
 
@@ -107,3 +107,20 @@ def test_other_ports_still_move_freely(rx, tmp_path):
     assert f"info: no longer listening on 0.0.0.0:{port}\n" in log
     assert served("127.0.0.1", other)
     assert refused("127.0.0.1", port)
+
+
+def test_restart_handing_over_the_wildcard_fails_to_start(rx, tmp_path):
+    """A restart through the fd store goes through the same check: the new
+    process is handed the stored 0.0.0.0:P and refuses 127.0.0.1:P with the
+    same line, exit 71 (hence `systemctl stop`, then `start`)."""
+    stored = socket.socket()
+    stored.bind(("0.0.0.0", 0))
+    stored.listen(4)
+    port = stored.getsockname()[1]
+    conf = write_ini(tmp_path / "epolld.ini", f"127.0.0.1:{port}")
+    d = rx.start(conf=conf, fds=[stored.fileno()], names=[f"listen_0.0.0.0_{port}"], wait=False)
+    stored.close()
+    assert d.wait_exit() == EX_OSERR
+    assert (f"err: cannot change 0.0.0.0:{port} to 127.0.0.1:{port} while running (Linux will "
+            "not bind both on one port at once): stop epolld and start it again to apply this\n"
+            in d.log()), d.log()
