@@ -344,25 +344,28 @@ static bool listener_serves(const struct listener *l, const struct addr *want)
         return same_host(&l->addr, want) && (port == 0 || port == addr_port(&l->addr));
 }
 
+/* The first listener not yet kept that serves WANT, now kept; or -1. */
+static int claim(const struct server *s, const struct addr *want, bool *kept)
+{
+        for (unsigned j = 0; j < s->n_listeners; j++) {
+                if (!kept[j] && listener_serves(&s->listeners[j], want)) {
+                        kept[j] = true;
+                        return (int)j;
+                }
+        }
+        return -1;
+}
+
 /* FROM[i] = the index of the listener that stays for NEXT's address i, or
  * -1 to bind it. Exact ports first, so that a port 0 never takes the
  * socket another address names. */
 static void match(const struct server *s, const struct config *next, int *from, bool *kept)
 {
         for (unsigned i = 0; i < next->n_listen; i++)
-                from[i] = -1;
-        for (int zero = 0; zero <= 1; zero++) {
-                for (unsigned i = 0; i < next->n_listen; i++) {
-                        if ((addr_port(&next->listen[i]) == 0) != zero)
-                                continue;
-                        for (unsigned j = 0; j < s->n_listeners && from[i] < 0; j++) {
-                                if (kept[j] || !listener_serves(&s->listeners[j], &next->listen[i]))
-                                        continue;
-                                from[i] = (int)j;
-                                kept[j] = true;
-                        }
-                }
-        }
+                from[i] = addr_port(&next->listen[i]) ? claim(s, &next->listen[i], kept) : -1;
+        for (unsigned i = 0; i < next->n_listen; i++)
+                if (addr_port(&next->listen[i]) == 0)
+                        from[i] = claim(s, &next->listen[i], kept);
 }
 
 /* Linux will not bind a wildcard and a specific host of one family on one
@@ -370,22 +373,23 @@ static void match(const struct server *s, const struct config *next, int *from, 
  * to close the old socket before binding the new one: clients would be
  * refused meanwhile, and a bind failing then (a privileged port after
  * dropping root, a race) could not be undone. Refused up front instead. */
+static bool moves_port(const struct addr *a, const struct listener *l)
+{
+        return addr_port(a) != 0 && a->u.sa.sa_family == l->addr.u.sa.sa_family &&
+               addr_port(a) == addr_port(&l->addr) && (is_wildcard(a) || is_wildcard(&l->addr));
+}
+
 static int check_moves(const struct server *s, const struct config *next, const int *from,
                        const bool *kept)
 {
         for (unsigned i = 0; i < next->n_listen; i++) {
-                const struct addr *a = &next->listen[i];
-
                 for (unsigned j = 0; j < s->n_listeners && from[i] < 0; j++) {
                         const struct listener *l = &s->listeners[j];
                         char want[ADDR_TEXT_MAX];
 
-                        if (kept[j] || addr_port(a) == 0 ||
-                            a->u.sa.sa_family != l->addr.u.sa.sa_family ||
-                            addr_port(a) != addr_port(&l->addr) ||
-                            (!is_wildcard(a) && !is_wildcard(&l->addr)))
+                        if (kept[j] || !moves_port(&next->listen[i], l))
                                 continue;
-                        addr_format(&a->u.sa, want);
+                        addr_format(&next->listen[i].u.sa, want);
                         log_err("cannot change %s to %s while running (Linux will not bind both "
                                 "on one port at once): stop epolld and start it again to apply this",
                                 l->name, want);
