@@ -199,10 +199,16 @@ static void adopt_connections(struct server *s, struct found *f)
         state_free(&st);
 }
 
+/* Names we give our own fds (fdstore.c, reexec.c): none of them is a
+ * socket from a .socket unit, so none counts against its limit. */
 static bool ours(const char *name)
 {
-        return strcmp(name, "x") == 0 || strcmp(name, "conn") == 0 || strcmp(name, "state") == 0 ||
-               strncmp(name, "listen_", 7) == 0;
+        static const char *const own[] = { "x", "conn", "connbox", "state" };
+
+        for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+                if (strcmp(name, own[i]) == 0)
+                        return true;
+        return strncmp(name, "listen_", 7) == 0;
 }
 
 /* More sockets from a .socket unit than we can serve is a unit to fix. */
