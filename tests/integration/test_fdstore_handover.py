@@ -9,19 +9,19 @@ and logged as lost, never as handed over. Before the fix the state went
 first, and "handed N connection(s)" counted connections whose box had
 failed.
 """
-import array
 import os
 import socket
 import struct
 import tempfile
-from pathlib import Path
+import time
 
 import pytest
 
 from rxhelpers import (HEADER, STATE_MAGIC, ask, connect, free_port, rx,  # noqa: F401
-                       sees_eof, wait_until)
+                       sees_eof)
 
 HOLD = 5
+RECORD_V2 = struct.Struct("=QQQQII")  # ino, id, replies, last_ms, pending, flags
 
 
 class FakeStore:
@@ -68,10 +68,11 @@ def store():
     s.close()
 
 
-def start(rx, store, env=None):
+def start(rx, store, env=None, idle=0):
     port = free_port()
     conf = rx.workdir / "epolld.ini"
-    conf.write_text(f"[server]\nlisten = 127.0.0.1:{port}\n[log]\nlevel = info\n")
+    conf.write_text(f"[server]\nlisten = 127.0.0.1:{port}\nidle_timeout = {idle}\n"
+                    "[log]\nlevel = info\n")
     d = rx.start(port=port, conf=str(conf), env={"NOTIFY_SOCKET": store.path, **(env or {})})
     clients = [connect(port) for _ in range(HOLD)]
     for c in clients:
@@ -116,6 +117,24 @@ def test_boxes_go_before_the_state_and_counts_are_true(rx, store):
     assert (f"notice: handed {HOLD} connection(s) to the service manager's fd store in 1 box(es); "
             "PID 1 keeps them only if FileDescriptorStoreMax= has room") in log, log
     assert "could not hand" not in log
+    for c in clients:
+        c.close()
+
+
+def test_the_stored_state_carries_the_last_traffic(rx, store):
+    """With idle_timeout on, each stored record holds its connection's last
+    traffic on CLOCK_MONOTONIC, so the time in the store counts as silence."""
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1_000_000
+    d, clients = start(rx, store, idle=60)
+    after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1_000_000
+    d.signal(15)
+    assert d.wait_exit() == 0
+    state = dict(store.stored())["state"][0]
+    data = os.pread(state, 1 << 16, 0)
+    records = [RECORD_V2.unpack_from(data, HEADER.size + i * RECORD_V2.size)
+               for i in range(state_count(state))]
+    assert len(records) == HOLD
+    assert all(before <= r[3] <= after for r in records), (before, records, after)
     for c in clients:
         c.close()
 

@@ -11,7 +11,7 @@ and closed every descriptor.
 import os
 import socket
 
-from rxhelpers import (ADOPTED, ask, connect, memfd_with, ino, recv_exact, rx,  # noqa: F401
+from rxhelpers import (ADOPTED, ask, connect, memfd_with, ino, rx,  # noqa: F401
                        state_bytes, tcp_pair)
 
 BOXES = 70
