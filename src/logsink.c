@@ -208,19 +208,15 @@ static size_t add_field(char *buf, size_t at, size_t size, const char *key, cons
         bool binary = memchr(value, '\n', vlen) != NULL;
         uint64_t le = htole64((uint64_t)vlen);
 
-        if (at + klen + 1 + (binary ? sizeof(le) : 0) + vlen + 1 > size)
+        /* >= : snprintf() also writes a NUL, overwritten by what follows. */
+        if (at + klen + 1 + (binary ? sizeof(le) : 0) + vlen + 1 >= size)
                 return at;
-        memcpy(buf + at, key, klen);
-        at += klen;
-        buf[at++] = binary ? '\n' : '=';
-        if (binary) {
-                memcpy(buf + at, &le, sizeof(le));
-                at += sizeof(le);
-        }
-        memcpy(buf + at, value, vlen);
-        at += vlen;
-        buf[at++] = '\n';
-        return at;
+        if (!binary)
+                return at + (size_t)snprintf(buf + at, size - at, "%s=%s\n", key, value);
+        at += (size_t)snprintf(buf + at, size - at, "%s\n", key);
+        memcpy(buf + at, &le, sizeof(le));
+        at += sizeof(le);
+        return at + (size_t)snprintf(buf + at, size - at, "%s\n", value);
 }
 
 static size_t add_number(char *buf, size_t at, size_t size, const char *key, uint64_t value)
@@ -267,7 +263,8 @@ static int journal_send(const char *entry, size_t len)
         }
         if (sendto(journal.fd, entry, len, MSG_DONTWAIT | MSG_NOSIGNAL,
                    (const struct sockaddr *)&sa,
-                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + sizeof(JOURNAL_SOCKET))) < 0)
+                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + sizeof(JOURNAL_SOCKET))) <
+            0)
                 return -errno;
         return 0;
 }
