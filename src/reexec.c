@@ -231,6 +231,7 @@ void reexec(struct server *s)
         if (r == 0) {
                 /* From here to execve nothing logs: fds are not moved, but
                  * stay on the safe side of a client's socket. */
+                notify_watchdog_now(); /* RELOADING=1 does not reset it */
                 if (strchr(s->exec_path, '/'))
                         execv(s->exec_path, s->argv);
                 else
