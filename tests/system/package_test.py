@@ -86,9 +86,20 @@ def clone_and_build(args, work):
         out[name] = (top, time.monotonic() - started)
     versions = [deb_field(only(out[n][0], "epolld_*.deb"), "Version")
                 for n in ("v1", "v2")]
+    upstream = project_version(os.path.join(out["v1"][0], "epolld"))
+    if versions[0] != upstream:
+        raise StepFailed(f"debian/changelog says {versions[0]}, meson.build "
+                         f"{upstream}: add a changelog entry")
     note = f"clone of {head}" + (" (uncommitted changes are not in it)"
                                  if dirty else "")
     return out, note, versions
+
+
+def project_version(src):
+    with open(os.path.join(src, "meson.build"), encoding="utf-8") as f:
+        m = re.search(r"^project\(.*?version\s*:\s*'([^']+)'", f.read(),
+                      re.M | re.S)
+    return m.group(1) if m else None
 
 
 def bump_changelog(src):
@@ -475,7 +486,8 @@ def main():
         def build():
             built, note, got["versions"] = clone_and_build(args, work)
             got["built"] = built
-            return (f"{note}: dpkg-buildpackage -us -uc ({built['v1'][1]:.0f}s)"
+            return (f"{note}, version {got['versions'][0]} (meson.build's): "
+                    f"dpkg-buildpackage -us -uc ({built['v1'][1]:.0f}s)"
                     f" -> {', '.join(sorted(os.path.basename(p) for p in glob.glob(built['v1'][0] + '/epolld_*')))}"
                     f"; {got['versions'][1]} with -b ({built['v2'][1]:.0f}s)")
 
