@@ -86,7 +86,7 @@ static int push_state(struct server *s)
         r = push("state", &fd, 1);
         if (close(fd) < 0)
                 log_warning("close of the state memfd failed: %s", strerror(errno));
-        return r;
+        return r < 0 ? r : 0; /* sd_pid_notify_with_fds() returns 1 when sent */
 }
 
 /* A box is an AF_UNIX datagram socket connected to itself: what it sends

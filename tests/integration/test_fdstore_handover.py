@@ -117,6 +117,7 @@ def test_boxes_go_before_the_state_and_counts_are_true(rx, store):
     assert (f"notice: handed {HOLD} connection(s) to the service manager's fd store in 1 box(es); "
             "PID 1 keeps them only if FileDescriptorStoreMax= has room") in log, log
     assert "could not hand" not in log
+    assert "without their state" not in log
     for c in clients:
         c.close()
 
