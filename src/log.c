@@ -6,6 +6,12 @@
  * like REMOTE_ADDR= can be queried; otherwise one "level: message" line per
  * call, written with a single write(2) so lines from one process never
  * interleave.
+ *
+ * Several instances may share a port and a journal (epolld@.service sets
+ * EPOLLD_INSTANCE=%i): then every line says which one wrote it, as
+ * "epolld@N: " on stderr and as SYSLOG_IDENTIFIER=epolld@N and
+ * EPOLLD_INSTANCE=N in the journal, so connection #12 of one instance is
+ * never taken for #12 of another. Without it the output is unchanged.
  */
 #include "log.h"
 
@@ -23,6 +29,7 @@
 
 int log_max_priority = LOG_INFO;
 static bool journal;
+static char instance[LOG_INSTANCE_MAX + 1]; /* "" = not an instance */
 
 struct limiter {
         uint64_t window_start_ms;
@@ -76,9 +83,31 @@ static bool journal_socket_present(void)
         return stat("/run/systemd/journal/socket", &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
+/* A unit's instance name (%i, escaped by systemd) or any short name
+ * without spaces or control characters. */
+static bool instance_valid(const char *v)
+{
+        size_t n = strlen(v);
+
+        if (n == 0 || n > LOG_INSTANCE_MAX)
+                return false;
+        for (const char *p = v; *p; p++)
+                if (*p <= ' ' || *p == 0x7f)
+                        return false;
+        return true;
+}
+
 void log_init(void)
 {
+        const char *v = getenv("EPOLLD_INSTANCE");
+
         journal = stderr_is_journal() && journal_socket_present();
+        if (v && instance_valid(v))
+                memcpy(instance, v, strlen(v) + 1);
+        else if (v && v[0])
+                log_warning("ignoring EPOLLD_INSTANCE: at most %d characters, no spaces or "
+                            "control characters",
+                            LOG_INSTANCE_MAX);
 }
 
 void log_set_max_priority(int priority)
@@ -123,13 +152,16 @@ static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size, con
 
 static void write_journal(int priority, const struct log_fields *f, const char *msg)
 {
-        char b[8][128], m[1100];
-        struct iovec iov[9];
+        char b[9][128], m[1100];
+        struct iovec iov[10];
         size_t n = 0;
 
         n = add_field(iov, n, m, sizeof(m), "MESSAGE=%s", msg);
         n = add_field(iov, n, b[0], sizeof(b[0]), "PRIORITY=%d", priority);
-        n = add_field(iov, n, b[1], sizeof(b[1]), "SYSLOG_IDENTIFIER=epolld");
+        n = add_field(iov, n, b[1], sizeof(b[1]), "SYSLOG_IDENTIFIER=epolld%s%s",
+                      instance[0] ? "@" : "", instance);
+        if (instance[0])
+                n = add_field(iov, n, b[7], sizeof(b[7]), "EPOLLD_INSTANCE=%s", instance);
         if (f && f->event)
                 n = add_field(iov, n, b[2], sizeof(b[2]), "EPOLLD_EVENT=%s", f->event);
         if (f && f->remote_addr) {
@@ -149,7 +181,8 @@ static void write_journal(int priority, const struct log_fields *f, const char *
 static void write_stderr(int priority, const char *msg)
 {
         char line[1200];
-        int len = snprintf(line, sizeof(line), "%s: %s\n", log_level_name(priority), msg);
+        int len = snprintf(line, sizeof(line), "%s%s%s%s: %s\n", instance[0] ? "epolld@" : "",
+                           instance, instance[0] ? ": " : "", log_level_name(priority), msg);
 
         if (len < 0)
                 return;
