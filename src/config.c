@@ -34,6 +34,7 @@ enum key {
         KEY_MAX_CONNECTIONS,
         KEY_IDLE_TIMEOUT,
         KEY_USER,
+        KEY_REUSEPORT,
         KEY_LEVEL,
         KEY_COUNT,
 };
@@ -51,6 +52,7 @@ static const struct key_spec keys[KEY_COUNT] = {
         [KEY_MAX_CONNECTIONS] = { "server", "max_connections", 1, 1048576 },
         [KEY_IDLE_TIMEOUT] = { "server", "idle_timeout", 0, 604800 },
         [KEY_USER] = { "server", "user", 0, 0 },
+        [KEY_REUSEPORT] = { "server", "reuseport", 0, 0 },
         [KEY_LEVEL] = { "log", "level", 0, 0 },
 };
 
@@ -336,6 +338,15 @@ static void set_user(struct parser *p, const char *v)
         memcpy(p->c->user, v, strlen(v) + 1); /* length checked above */
 }
 
+static void set_reuseport(struct parser *p, const char *v)
+{
+        if (strcmp(v, "yes") != 0 && strcmp(v, "no") != 0) {
+                error_at(p, "reuseport: expected yes or no, not '%s'", v);
+                return;
+        }
+        p->c->reuseport = v[0] == 'y';
+}
+
 static uint32_t *number_field(struct config *c, int key)
 {
         switch (key) {
@@ -362,6 +373,8 @@ static void set_key(struct parser *p, int key, const char *value)
                 set_level(p, value);
         else if (key == KEY_USER)
                 set_user(p, value);
+        else if (key == KEY_REUSEPORT)
+                set_reuseport(p, value);
         else if (field)
                 parse_number(p, &keys[key], value, field);
 }

@@ -24,6 +24,7 @@ struct config {
         uint32_t backlog;
         uint32_t max_connections;
         uint32_t idle_timeout; /* seconds, 0 = never */
+        bool reuseport; /* SO_REUSEPORT on the listeners we bind */
         int log_level; /* syslog priority */
         char user[CONFIG_USER_MAX + 1]; /* drop to this user after binding; "" = stay */
 };

@@ -50,7 +50,10 @@ static void own_fdname(struct listener *l)
                         *p = '_';
 }
 
-static int open_socket(const struct addr *a, int backlog)
+/* REUSEPORT joins the kernel's SO_REUSEPORT group on the address, so that
+ * several epolld processes (of one user) share a port and the kernel
+ * spreads new connections over them. */
+static int open_socket(const struct addr *a, int backlog, bool reuseport)
 {
         int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         int one = 1, err;
@@ -58,6 +61,8 @@ static int open_socket(const struct addr *a, int backlog)
         if (fd < 0)
                 return -errno;
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+                goto fail;
+        if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
                 goto fail;
         /* "*:PORT" binds both families on one port; that needs v6-only. */
         if (a->u.sa.sa_family == AF_INET6 &&
@@ -104,14 +109,14 @@ static void name_bound(struct listener *l)
         addr_format(&l->addr.u.sa, l->name);
 }
 
-static int bind_one(struct listener *l, const struct addr *a, uint32_t backlog)
+static int bind_one(struct listener *l, const struct addr *a, const struct config *c)
 {
         int fd;
 
         *l = (struct listener){ .addr = *a };
         addr_format(&l->addr.u.sa, l->name);
         own_fdname(l);
-        fd = open_socket(&l->addr, (int)backlog);
+        fd = open_socket(&l->addr, (int)c->backlog, c->reuseport);
         if (fd < 0) {
                 log_err("cannot listen on %s: %s", l->name, strerror(-fd));
                 return fd;
@@ -194,6 +199,9 @@ static int use_activated(struct server *s)
         drop_stored(s);
         log_info("socket activation: %u socket(s) passed; ignoring the listen setting",
                  s->n_listeners);
+        if (s->cfg.reuseport)
+                log_notice("socket activation: ignoring reuseport = yes; the .socket unit's "
+                           "ReusePort= decides");
         for (unsigned i = 0; i < s->n_listeners; i++) {
                 int r = add_to_loop(s, i);
 
@@ -413,14 +421,36 @@ static void close_where(struct server *s, struct listener *l, unsigned n, const 
         }
 }
 
+/* A kept socket stays in (or out of) its SO_REUSEPORT group as it was
+ * bound: leaving or joining would take a new socket, and closing the old
+ * one first would refuse clients. Said when it differs from the file. */
+static void check_reuseport(const struct listener *l, bool want)
+{
+        int on = 0;
+        socklen_t len = sizeof(on);
+
+        if (getsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &on, &len) < 0) {
+                log_warning("getsockopt(SO_REUSEPORT) of listener %s failed: %s", l->name,
+                            strerror(errno));
+                return;
+        }
+        if ((on != 0) != want)
+                log_notice("listener %s keeps its socket, bound with reuseport = %s; "
+                           "reuseport = %s applies to addresses bound from now on "
+                           "(stop and start epolld to rebind it)",
+                           l->name, on ? "yes" : "no", want ? "yes" : "no");
+}
+
 /* Announces and stores what changed: listeners gone leave the fd store,
  * new ones enter it. */
-static void announce(struct server *s, const struct listener *next, unsigned n, const bool *kept,
-                     const bool *opened)
+static void announce(struct server *s, const struct config *c, const struct listener *next,
+                     unsigned n, const bool *kept, const bool *opened)
 {
         for (unsigned i = 0; i < s->n_listeners; i++) {
-                if (kept[i])
+                if (kept[i]) {
+                        check_reuseport(&s->listeners[i], c->reuseport);
                         continue;
+                }
                 log_info("no longer listening on %s", s->listeners[i].name);
                 fdstore_remove(s, s->listeners[i].fdname);
         }
@@ -476,14 +506,14 @@ int listeners_reconfigure(struct server *s, const struct config *next)
                         fresh[i] = s->listeners[from[i]];
                         continue;
                 }
-                r = bind_one(&fresh[i], &next->listen[i], next->backlog);
+                r = bind_one(&fresh[i], &next->listen[i], next);
                 if (r < 0) {
                         close_where(s, fresh, i, opened, true);
                         return r;
                 }
                 opened[i] = true;
         }
-        announce(s, fresh, next->n_listen, kept, opened);
+        announce(s, next, fresh, next->n_listen, kept, opened);
         commit(s, fresh, next->n_listen, kept, next->backlog);
         return 0;
 }

@@ -9,6 +9,13 @@
  * accept messages suppressed ..."): both go through report_lost(), and a
  * count is cleared only once its report is written. At exit we wait a
  * little (EXIT_WAIT_MS) for the output to take what is still to report.
+ *
+ * Several instances may share a port and a journal (epolld@.service sets
+ * EPOLLD_INSTANCE=%i): then every line says which one wrote it, as
+ * "epolld@N: " on stderr and as SYSLOG_IDENTIFIER=epolld@N and
+ * EPOLLD_INSTANCE=N in the journal (logsink.c), so connection #12 of one
+ * instance is never taken for #12 of another. Without it the output is
+ * unchanged.
  */
 #include "log.h"
 
@@ -68,9 +75,29 @@ static void flush_at_exit(void)
         log_flush_suppressed();
 }
 
+/* A unit's instance name (%i, escaped by systemd) or any short name
+ * without spaces or control characters. */
+static bool instance_valid(const char *v)
+{
+        size_t n = strlen(v);
+
+        if (n == 0 || n > LOG_INSTANCE_MAX)
+                return false;
+        for (const char *p = v; *p; p++)
+                if (*p <= ' ' || *p == 0x7f)
+                        return false;
+        return true;
+}
+
 void log_init(void)
 {
-        logsink_init();
+        const char *v = getenv("EPOLLD_INSTANCE");
+
+        logsink_init(v && instance_valid(v) ? v : "");
+        if (v && v[0] && !instance_valid(v))
+                log_warning("ignoring EPOLLD_INSTANCE: at most %d characters, no spaces or "
+                            "control characters",
+                            LOG_INSTANCE_MAX);
         if (atexit(flush_at_exit) != 0)
                 log_warning("cannot register the log flush at exit");
 }

@@ -50,6 +50,10 @@ static inline bool log_enabled(int priority)
         return priority <= log_max_priority;
 }
 
+#define LOG_INSTANCE_MAX 64
+
+/* Chooses the back end and reads EPOLLD_INSTANCE, the name that tags every
+ * line when several instances share a journal. */
 void log_init(void);
 void log_set_max_priority(int priority);
 int log_level_from_name(const char *name);

@@ -47,7 +47,7 @@
 
 #include "log.h"
 
-#define LINE_BYTES 1200 /* "level: " + a 1023-byte message + "\n" fit */
+#define LINE_BYTES 1300 /* "epolld@INSTANCE: level: " + a 1023-byte message + "\n" fit */
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
 #define JOURNAL_SNDBUF (8 * 1024 * 1024) /* as libsystemd; the kernel caps it */
 
@@ -57,6 +57,9 @@ enum out_kind {
         OUT_REOPENED, /* our own O_NONBLOCK open file description */
         OUT_POLLED, /* fd 2, after poll() says there is room */
 };
+
+static char instance[LOG_INSTANCE_MAX + 1]; /* "" = not an instance */
+static char ident[sizeof("epolld@") + LOG_INSTANCE_MAX];
 
 static struct {
         enum out_kind kind;
@@ -133,8 +136,10 @@ static bool journal_socket_present(void)
         return stat(JOURNAL_SOCKET, &st) == 0 && S_ISSOCK(st.st_mode);
 }
 
-void logsink_init(void)
+void logsink_init(const char *name)
 {
+        snprintf(instance, sizeof(instance), "%s", name);
+        snprintf(ident, sizeof(ident), "epolld%s%s", instance[0] ? "@" : "", instance);
         out_init();
         journal.chosen = stderr_is_journal() && journal_socket_present();
 }
@@ -190,7 +195,8 @@ static bool write_line(const char *line, size_t len)
 static bool write_stderr(int priority, const char *msg)
 {
         char line[LINE_BYTES];
-        int len = snprintf(line, sizeof(line), "%s: %s\n", log_level_name(priority), msg);
+        int len = snprintf(line, sizeof(line), "%s%s%s: %s\n", instance[0] ? ident : "",
+                           instance[0] ? ": " : "", log_level_name(priority), msg);
 
         if (len < 0)
                 return false;
@@ -233,7 +239,9 @@ static size_t journal_entry(char *buf, size_t size, int priority, const struct l
         size_t n = add_field(buf, 0, size, "MESSAGE", msg);
 
         n = add_number(buf, n, size, "PRIORITY", (uint64_t)priority);
-        n = add_field(buf, n, size, "SYSLOG_IDENTIFIER", "epolld");
+        n = add_field(buf, n, size, "SYSLOG_IDENTIFIER", ident);
+        if (instance[0])
+                n = add_field(buf, n, size, "EPOLLD_INSTANCE", instance);
         if (!f)
                 return n;
         if (f->event)

@@ -8,7 +8,8 @@ reload (good and broken), stop, standalone start, restart and re-exec
 keeping connections, the watchdog, and the security rating; then, in the
 same boot, connections held through restarts by the hundred and by the
 thousand, half-closes, stops, a restart without the socket unit, and the
-time a restart takes with many connections (restart_story.py). Every step
+time a restart takes with many connections (restart_story.py), and last
+three instances sharing the port (instances_story.py). Every step
 prints PASS or FAIL with what it saw; the run ends with "N passed, N
 failed". Needs root, systemd-nspawn and mmdebstrap; without them it is
 skipped (exit 77) unless EPOLLD_REQUIRE_SYSTEM_TEST=1.
@@ -28,6 +29,7 @@ import time
 from container import (Abort, Container, MACHINE, StepFailed, build_and_install,
                        clean_stale, copy_into, log, prepare_rootfs, run,
                        wait_for)
+from instances_story import Instances
 from restart_story import Held
 
 PORT = 8001
@@ -599,6 +601,10 @@ def main():
         needs = {"journal": "socket-activation", "reload-broken": "reload",
                  "stop": "reload", "half-close": "keep-100",
                  "stop-closes-all": "keep-1500"}
+        # Instances sharing the port (instances_story.py), last: they stop
+        # the plain units first.
+        steps += Instances(story).steps()
+        needs.update({name: "instances-start" for name, _ in steps[-7:]})
         ok = {}
         for name, fn in steps:
             if name in needs and not ok.get(needs[name]):

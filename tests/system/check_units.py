@@ -5,7 +5,9 @@ Installs the build into a scratch DESTDIR, then checks what an operator
 would get: both units installed, ExecStart= naming the installed binary and
 configuration, the socket's address matching the shipped configuration,
 `systemd-analyze verify` clean, and `systemd-analyze security` within
-bounds. The one non-obvious idea: verify checks that ExecStart= exists on
+bounds; the template units (epolld@.service, epolld@.socket) the same,
+and differing from the plain ones only in the lines that make them
+instances (so a change to one reaches the other). The one non-obvious idea: verify checks that ExecStart= exists on
 this machine, so it runs on copies of the installed units whose ExecStart=
 is rewritten to point into DESTDIR (`--root=DESTDIR` would also demand
 sysinit.target and kill(1) inside DESTDIR). Exit 77 (skip) when the build
@@ -23,7 +25,16 @@ import tempfile
 # See boot_test.py: the floor for this unit on systemd 252 without an IP
 # address allow list or a RootDirectory= is 1.1.
 MAX_EXPOSURE = 1.0
-UNITS = ("epolld.service", "epolld.socket")
+UNITS = ("epolld.service", "epolld.socket", "epolld@.service", "epolld@.socket")
+# What a template may add to its plain unit's lines (and nothing else may
+# differ, comments aside): the instance in Description=, the instance name
+# for the log, and the shared port.
+TEMPLATE_ONLY = {
+    "epolld@.service": [r"Description=epolld TCP greeting daemon \(instance %i\)",
+                        r"Environment=EPOLLD_INSTANCE=%i"],
+    "epolld@.socket": [r"Description=epolld TCP greeting daemon socket \(instance %i\)",
+                       r"ReusePort=yes"],
+}
 
 
 class CheckFailed(Exception):
@@ -98,6 +109,26 @@ def check_listen_matches(destdir, units, config):
     print(f"ok: ListenStream={' '.join(streams)} matches [server] listen")
 
 
+def directives(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+def check_templates(units):
+    """A template is its plain unit plus TEMPLATE_ONLY, minus Description=."""
+    for template, extra in TEMPLATE_ONLY.items():
+        plain = [d for d in directives(units[template.replace("@", "")])
+                 if not d.startswith("Description=")]
+        lines = directives(units[template])
+        rest = [d for d in lines if not any(re.fullmatch(x, d) for x in extra)]
+        missing = [x for x in extra if not any(re.fullmatch(x, d) for d in lines)]
+        if rest != plain or missing:
+            raise CheckFailed(f"{template} is not {template.replace('@', '')} plus {extra}: "
+                              f"missing {missing}, differs in "
+                              f"{sorted(set(rest) ^ set(plain))}")
+        print(f"ok: {template} = {template.replace('@', '')} + {', '.join(extra)}")
+
+
 def rewritten_copies(destdir, units, scratch):
     """Copies of the units whose Exec*= binaries point into DESTDIR."""
     paths = []
@@ -113,7 +144,7 @@ def rewritten_copies(destdir, units, scratch):
 
         text = re.sub(r"^(Exec[A-Za-z]*=[-@:+!]*)(/\S+)", into_destdir, text,
                       flags=re.M)
-        copy = os.path.join(scratch, name)
+        copy = os.path.join(scratch, name.replace("@.", "@1."))
         with open(copy, "w", encoding="utf-8") as f:
             f.write(text)
         paths.append(copy)
@@ -128,7 +159,11 @@ def check_verify(copies):
 
 
 def check_security(copies):
-    service = [c for c in copies if c.endswith(".service")][0]
+    for service in [c for c in copies if c.endswith(".service")]:
+        check_security_of(service)
+
+
+def check_security_of(service):
     rc, out = run(["systemd-analyze", "security", "--offline=true",
                    "--no-pager", service])
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
@@ -140,7 +175,8 @@ def check_security(copies):
     score = float(m.group(1))
     if score > MAX_EXPOSURE:
         raise CheckFailed(f"exposure {score} > {MAX_EXPOSURE}")
-    print(f"ok: systemd-analyze security: exposure {score} <= {MAX_EXPOSURE}")
+    print(f"ok: systemd-analyze security {os.path.basename(service)}: exposure {score} "
+          f"<= {MAX_EXPOSURE}")
 
 
 def main():
@@ -171,6 +207,7 @@ def main():
         try:
             _, config = check_install(destdir, units)
             check_listen_matches(destdir, units, config)
+            check_templates(units)
             copies = rewritten_copies(destdir, units, scratch)
             check_verify(copies)
             check_security(copies)
