@@ -37,6 +37,7 @@
 
 #include "conn.h"
 #include "log.h"
+#include "notify.h"
 #include "server.h"
 #include "state.h"
 
@@ -51,15 +52,26 @@ static int push(const char *name, const int *fds, unsigned n)
         return sd_pid_notify_with_fds(0, 0, msg, fds, n);
 }
 
+/* While the loop runs, a PID 1 that is not reading must not stall it: these
+ * go out without waiting, and one that does not fit is only a warning (a
+ * listener missing from the store is bound again at the next start; a
+ * stale one is closed then as unconfigured). */
+static const char *why_not(int r)
+{
+        return r == -EAGAIN ? "the service manager is not taking messages" : strerror(-r);
+}
+
 void fdstore_push_listener(const struct server *s, const struct listener *l)
 {
+        char msg[128];
         int r;
 
         if (!s->notify.enabled)
                 return;
-        r = push(l->fdname, &l->fd, 1);
+        snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=%s", l->fdname);
+        r = notify_send(msg, &l->fd, 1);
         if (r < 0)
-                log_warning("cannot keep listener %s in the fd store: %s", l->name, strerror(-r));
+                log_warning("cannot keep listener %s in the fd store: %s", l->name, why_not(r));
 }
 
 void fdstore_remove(const struct server *s, const char *name)
@@ -70,9 +82,9 @@ void fdstore_remove(const struct server *s, const char *name)
         if (!s->notify.enabled)
                 return;
         snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=%s", name);
-        r = sd_notify(0, msg);
+        r = notify_send(msg, NULL, 0);
         if (r < 0)
-                log_warning("cannot remove %s from the fd store: %s", name, strerror(-r));
+                log_warning("cannot remove %s from the fd store: %s", name, why_not(r));
 }
 
 /* The state of the connections that were stored, after their boxes, so it

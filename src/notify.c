@@ -21,7 +21,9 @@
  * older one, and sent again from the status timer every RETRY_MS; STATUS=
  * is sent again from that timer; a WATCHDOG=1 is dropped, the next is due
  * half an interval later. STOPPING=1 comes after the loop, where a bounded
- * wait (STOP_WAIT_MS) is fine. The fd store (fdstore.c) keeps libsystemd.
+ * wait (STOP_WAIT_MS) is fine. The fd store's messages while the loop
+ * runs (listeners at a reload, fdstore.c) use notify_send() too; the
+ * connections handed over at stop, after the loop, keep libsystemd's.
  */
 #include "notify.h"
 
@@ -51,19 +53,50 @@
 static uint64_t watchdog_half_usec; /* 0: no watchdog */
 static char pending[PENDING_MAX]; /* a state message PID 1 did not take yet */
 
-/* One datagram to NOTIFY_SOCKET without waiting: 0, -EAGAIN when PID 1's
- * queue is full, or another -errno. */
-static int send_dontwait(const char *msg)
+/* FDS (N of them, at most 253) ride along as SCM_RIGHTS. */
+static int send_msg(int fd, const struct sockaddr_un *sa, size_t pathlen, const char *text,
+                    const int *fds, unsigned n)
+{
+        union {
+                struct cmsghdr align;
+                char buf[CMSG_SPACE(sizeof(int) * 253)];
+        } control;
+        struct iovec iov = { .iov_base = (void *)text, .iov_len = strlen(text) };
+        struct msghdr mh = { .msg_name = (void *)sa,
+                             .msg_namelen =
+                                     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + pathlen),
+                             .msg_iov = &iov,
+                             .msg_iovlen = 1 };
+
+        if (n > 253)
+                return -EINVAL;
+        if (n) {
+                struct cmsghdr *c;
+
+                memset(&control, 0, sizeof(control));
+                mh.msg_control = control.buf;
+                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n);
+                c = CMSG_FIRSTHDR(&mh);
+                c->cmsg_level = SOL_SOCKET;
+                c->cmsg_type = SCM_RIGHTS;
+                c->cmsg_len = CMSG_LEN(sizeof(int) * n);
+                memcpy(CMSG_DATA(c), fds, sizeof(int) * n);
+        }
+        return sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+int notify_send(const char *msg, const int *fds, unsigned n)
 {
         const char *path = getenv("NOTIFY_SOCKET");
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         size_t len = path ? strlen(path) : 0;
-        int fd, r = 0;
+        int fd, r;
 
         if (!path)
                 return 0;
         if ((path[0] != '/' && path[0] != '@') || len < 2 || len > sizeof(sa.sun_path)) {
-                r = sd_notify(0, msg); /* a form we do not parse: libsystemd's send */
+                /* a form we do not parse: libsystemd's (blocking) send */
+                r = sd_pid_notify_with_fds(0, 0, msg, fds, n);
                 return r < 0 ? r : 0;
         }
         memcpy(sa.sun_path, path, len);
@@ -72,11 +105,14 @@ static int send_dontwait(const char *msg)
         fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
-        if (sendto(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL, (const struct sockaddr *)&sa,
-                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
-                r = -errno;
+        r = send_msg(fd, &sa, len, msg, fds, n);
         close(fd);
         return r;
+}
+
+static int send_dontwait(const char *msg)
+{
+        return notify_send(msg, NULL, 0);
 }
 
 static int timer_open(struct server *s, enum tag_kind kind, int *fd)

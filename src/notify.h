@@ -7,6 +7,11 @@ struct server;
 
 /* Sets up the watchdog timer if WATCHDOG_USEC asks for one. */
 int notify_init(struct server *s);
+
+/* One message to NOTIFY_SOCKET, with N fds (at most 253), without waiting:
+ * 0 (also when there is no NOTIFY_SOCKET), -EAGAIN when PID 1's queue is
+ * full, or another -errno. */
+int notify_send(const char *msg, const int *fds, unsigned n);
 void notify_deinit(struct server *s);
 
 void notify_ready(struct server *s);

@@ -47,3 +47,25 @@ def test_full_notify_socket_does_not_stall_the_loop(sd):
     assert ready.pid == d.pid
     n.next(lambda m: m.text == "WATCHDOG=1", timeout=1.0, what="a ping after the queue drained")
     assert d.stop(timeout=2.0) == 0
+
+
+def test_full_notify_socket_does_not_stall_a_reload_that_stores_a_listener(sd):
+    """A reload that binds a new address hands it to the fd store (FDSTORE=1
+    with the fd) and takes the old one out (FDSTOREREMOVE=1): with PID 1's
+    queue full, a blocking send would freeze the loop in the middle of it."""
+    old, new = free_port(), free_port()
+    n = sd.notify()
+    conf = sd.config(listen=[f"127.0.0.1:{old}"])
+    d = sd.start(conf, notify=n)
+    assert fill(n.path) > 0
+    sd.config(listen=[f"127.0.0.1:{new}"])
+    d.signal(signal.SIGHUP)
+    d.wait_log("reloaded configuration from ", timeout=5.0)
+    with Client(new, timeout=2.0) as c:
+        c.ask(timeout=2.0)
+    log = d.log()
+    assert (f"warning: cannot keep listener 127.0.0.1:{new} in the fd store: "
+            "the service manager is not taking messages") in log, log
+    assert (f"warning: cannot remove listen_127.0.0.1_{old} from the fd store: "
+            "the service manager is not taking messages") in log, log
+    assert d.stop(timeout=2.0) == 0
