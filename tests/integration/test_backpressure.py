@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPLY, assert_only_replies, exchange, recv_until_eof, reset
+from helpers import REPLY, assert_only_replies, exchange, recv_until_eof, reset
 
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
