@@ -129,6 +129,15 @@ def _split_address(addr):
     return _host_of(host), int(port)
 
 
+def _config_addresses(path):
+    """(host, port) of each listen line of the INI file PATH, if it can be read."""
+    try:
+        text = Path(path).read_text(errors="replace") if path else ""
+    except OSError:
+        return []
+    return [_split_address(a) for a in re.findall(r"^listen\s*=\s*(\S+:\d+)\s*$", text, re.M)]
+
+
 def _listening_address(fd):
     """(host, port) of FD if it is a listening TCP socket, else None."""
     try:
@@ -319,7 +328,8 @@ class Launcher:
               stderr=None, close_stdio=False, wrapper=(), wait=True, ready_timeout=TIMEOUT):
         """Starts the daemon and returns its Daemon.
 
-        config: an INI file to pass with -c; without it, one is written from
+        config: an INI file to pass with -c (Daemon.ports: its listen lines);
+          without it, one is written from
           LISTEN (hosts, each on a free port unless PORTS gives them),
           SERVER keys and LEVEL; without LISTEN either, no -c at all.
         fds, names, n_fds, listen_pid: descriptors laid out at 3..N,
@@ -346,8 +356,9 @@ class Launcher:
                                     [f"{h}:{p}" for h, p in zip(listen, picked)], server, level)
             elif activate:
                 addresses = [_split_address(a) for a in activate]
-            else:
-                addresses = [a for a in map(_listening_address, fds) if a]
+            else:  # the listen lines of the file, else the listening fds passed
+                addresses = _config_addresses(conf) or \
+                    [a for a in map(_listening_address, fds) if a]
             argv = list(wrapper) + [exe or self.exe] + (["-c", str(conf)] if conf else [])
             if activate:
                 argv = self._activate_argv(activate, datagram, extra) + argv
