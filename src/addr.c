@@ -62,6 +62,20 @@ static void set_any6(struct addr *a, unsigned port)
         a->len = sizeof(a->u.in6);
 }
 
+/* Every IPv6 socket is IPV6_V6ONLY, and the kernel refuses to bind such a
+ * socket to ::ffff:A.B.C.D (EINVAL): refused here, so that -t and a start
+ * agree, with the IPv4 form that does work. */
+static int fail_v4mapped(const char *host, const struct in6_addr *in6, char *err, size_t errlen)
+{
+        char v4[INET_ADDRSTRLEN] = "A.B.C.D";
+
+        (void)inet_ntop(AF_INET, &in6->s6_addr[12], v4, sizeof(v4)); /* cannot fail */
+        return fail(err, errlen,
+                    "IPv4-mapped address '%s' cannot be bound (IPv6 sockets are IPV6_V6ONLY); "
+                    "use %s:PORT",
+                    host, v4);
+}
+
 static int parse_v6(const char *text, struct addr *a, char *err, size_t errlen)
 {
         const char *end = strchr(text, ']');
@@ -81,6 +95,8 @@ static int parse_v6(const char *text, struct addr *a, char *err, size_t errlen)
         memset(a, 0, sizeof(*a));
         if (inet_pton(AF_INET6, host, &a->u.in6.sin6_addr) != 1)
                 return fail(err, errlen, "invalid IPv6 address '%s'", host);
+        if (IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr))
+                return fail_v4mapped(host, &a->u.in6.sin6_addr, err, errlen);
         if (parse_port(end + 2, &port, err, errlen) < 0)
                 return -1;
         a->u.in6.sin6_family = AF_INET6;
@@ -128,6 +144,12 @@ int addr_parse(const char *text, struct addr out[2], char *err, size_t errlen)
                         return fail(err, errlen, "missing ':PORT' after '*' (" FORMS ")");
                 if (parse_port(text + 2, &port, err, errlen) < 0)
                         return -1;
+                /* Port 0 means one port chosen by the kernel per socket:
+                 * two different ports, where *:PORT promises one. */
+                if (port == 0)
+                        return fail(err, errlen,
+                                    "*:0 would bind IPv4 and IPv6 on different ports; use "
+                                    "0.0.0.0:0 or [::]:0");
                 set_any4(&out[0], port);
                 set_any6(&out[1], port);
                 return 2;

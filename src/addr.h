@@ -18,8 +18,10 @@ struct addr {
         socklen_t len;
 };
 
-/* Parses TEXT into one address, or two for "*:PORT" (IPv4 and IPv6 any).
- * Returns the number of addresses (1 or 2), or -1 with a reason in ERR. */
+/* Parses TEXT into one address, or two for "*:PORT" (IPv4 and IPv6 any,
+ * PORT not 0). Only addresses a listener can bind are accepted: no
+ * IPv4-mapped IPv6 address. Returns the number of addresses (1 or 2), or -1
+ * with a reason in ERR. */
 int addr_parse(const char *text, struct addr out[2], char *err, size_t errlen);
 
 /* Writes "1.2.3.4:80" or "[::1]:80"; never fails (unknown families print "?"). */

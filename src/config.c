@@ -5,15 +5,23 @@
  * our own reader) so that we always know the current line number: that is
  * how the key handler can name the line of a semantic error, how overlong
  * lines are reported instead of being split silently, and how an unknown
- * section is caught even when it has no keys. Only the first error is kept,
- * because later ones are often consequences of it.
+ * section is caught even when it has no keys. The reader also refuses what
+ * inih would take in a way nobody means: an indented line (inih makes it a
+ * continuation of the previous value, or silently a key or section) and
+ * text after a section header (inih drops it). Only the first error is
+ * kept, because later ones are often consequences of it, and reading stops
+ * there: a device such as /dev/zero has no end of line or file to skip to.
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <ini.h>
 
@@ -55,7 +63,10 @@ struct parser {
         unsigned line; /* line the reader handed to inih last */
         unsigned seen[KEY_COUNT]; /* line a key was first set on, or 0 */
         unsigned err_line; /* first error, 0 = none */
-        bool indented; /* current line starts with white space */
+        int prev_key; /* last key set in this section, or -1: what inih continues */
+        unsigned prev_line; /* its line */
+        size_t bytes; /* read so far */
+        bool too_big; /* more than CONFIG_FILE_MAX bytes */
         char *err;
 };
 
@@ -97,27 +108,79 @@ static bool known_section(const char *name, size_t len)
         return false;
 }
 
-/* A section header line with a name we do not know: reported here because
- * inih only tells the handler about sections that contain keys. */
-static void check_section_line(struct parser *p, const char *s)
+/* White space as inih's ini_lskip() sees it. */
+static size_t space_len(const char *s)
 {
-        const char *end;
+        size_t n = 0;
 
-        s += strspn(s, " \t");
-        if (*s != '[')
-                return;
-        end = strchr(s, ']');
-        if (end && !known_section(s + 1, (size_t)(end - s - 1)))
-                error_at(p, "unknown section [%.*s]", (int)(end - s - 1), s + 1);
+        while (s[n] && isspace((unsigned char)s[n]))
+                n++;
+        return n;
 }
 
-static void skip_rest_of_line(FILE *f)
+/* Length of S without its trailing white space (and newline). */
+static int trimmed_len(const char *s)
 {
-        int ch;
+        size_t n = strlen(s);
 
-        do
-                ch = fgetc(f);
-        while (ch != EOF && ch != '\n');
+        while (n > 0 && isspace((unsigned char)s[n - 1]))
+                n--;
+        return (int)n;
+}
+
+/* A section line: a section we know, then nothing but white space or a
+ * "; comment" (inih would drop any text after ']'). A section ends what
+ * inih could continue. An unknown section is reported here because inih
+ * only tells the handler about sections that contain keys. */
+static void check_section_line(struct parser *p, const char *s)
+{
+        const char *end = strchr(s, ']'), *rest;
+        int len;
+
+        if (!end)
+                return; /* inih reports the syntax error */
+        len = (int)(end - s - 1);
+        if (!known_section(s + 1, (size_t)len)) {
+                error_at(p, "unknown section [%.*s]", len, s + 1);
+                return;
+        }
+        rest = end + 1 + space_len(end + 1);
+        if (*rest != '\0' && !(*rest == ';' && rest > end + 1)) {
+                error_at(p, "unexpected text after [%.*s]: '%.*s'", len, s + 1, trimmed_len(rest),
+                         rest);
+                return;
+        }
+        p->prev_key = -1;
+}
+
+/* inih would make an indented line a continuation of the key above it
+ * (after a listen line: one more address) or, with no key above it in the
+ * section, parse it as a key or section. Neither is what the file says. */
+static void refuse_indented(struct parser *p)
+{
+        if (p->prev_key < 0)
+                error_at(p, "indented line (keys and sections must not be indented)");
+        else if (p->prev_key == KEY_LISTEN)
+                error_at(p,
+                         "indented line continues '%s' from line %u (continuation lines are not "
+                         "allowed; repeat the key)",
+                         keys[p->prev_key].name, p->prev_line);
+        else
+                error_at(p, "indented line continues '%s' from line %u (keys must not be indented)",
+                         keys[p->prev_key].name, p->prev_line);
+}
+
+/* TEXT is a whole line of the file, BOM aside. */
+static void check_line(struct parser *p, const char *text)
+{
+        const char *start = text + space_len(text);
+
+        if (*start == '\0' || *start == ';' || *start == '#')
+                return; /* blank or comment, indented or not */
+        if (start != text)
+                refuse_indented(p);
+        else if (*text == '[')
+                check_section_line(p, text);
 }
 
 /* After a full buffer: true if the line ends right there (consumes the
@@ -140,36 +203,39 @@ static size_t bytes_read(FILE *f, long before, const char *str)
         return before >= 0 && after >= before ? (size_t)(after - before) : strlen(str);
 }
 
-/* Hands inih one line at a time and keeps the line number. Lines inih
- * would split (too long) or cut short (NUL bytes) are reported here and
- * replaced by an empty line. */
+/* Hands inih one line at a time and keeps the line number. A line with an
+ * error (NUL bytes, too long for inih, or refused by check_line) is
+ * replaced by an empty line, and it is the last line read. */
 static char *read_line(char *str, int num, void *stream)
 {
         struct parser *p = stream;
-        long before = ftell(p->f);
+        long before;
         const char *text;
         size_t len;
 
+        if (p->err_line || p->too_big)
+                return NULL;
+        before = ftell(p->f);
         if (!fgets(str, num, p->f))
                 return NULL;
         p->line++;
         len = bytes_read(p->f, before, str);
+        p->bytes += len;
+        if (p->bytes > CONFIG_FILE_MAX) {
+                p->too_big = true; /* a file that grew, or one without a size */
+                return NULL;
+        }
         text = str;
         if (p->line == 1 && strncmp(str, "\xEF\xBB\xBF", 3) == 0)
                 text += 3; /* inih skips a UTF-8 byte order mark; so do we */
-        p->indented = text[0] == ' ' || text[0] == '\t';
-        if (len == 0 || memchr(str, '\0', len)) { /* 0: a NUL first, unseekable input */
+        if (len == 0 || memchr(str, '\0', len)) /* 0: a NUL first, unseekable input */
                 error_at(p, "NUL byte in line");
-                if (len == 0 || str[len - 1] != '\n')
-                        skip_rest_of_line(p->f);
+        else if (str[len - 1] != '\n' && !feof(p->f) && !line_ends_here(p->f))
+                error_at(p, "line too long (at most %d characters)", num - 1);
+        else
+                check_line(p, text);
+        if (p->err_line)
                 str[0] = '\0';
-                return str;
-        }
-        if (str[len - 1] == '\n' || feof(p->f) || line_ends_here(p->f))
-                return check_section_line(p, text), str;
-        error_at(p, "line too long (at most %d characters)", num - 1);
-        skip_rest_of_line(p->f);
-        str[0] = '\0';
         return str;
 }
 
@@ -318,11 +384,6 @@ static int on_key(void *user, const char *section, const char *name, const char 
                 error_at(p, "unknown key '%s' in section [%s]", name, section);
                 return 1;
         }
-        if (p->seen[key] && key != KEY_LISTEN && p->indented) {
-                error_at(p, "indented line continues '%s' from line %u (keys must not be indented)",
-                         name, p->seen[key]);
-                return 1;
-        }
         if (p->seen[key] && key != KEY_LISTEN) {
                 error_at(p, "duplicate key '%s' (first set on line %u)", name, p->seen[key]);
                 return 1;
@@ -334,12 +395,14 @@ static int on_key(void *user, const char *section, const char *name, const char 
         set_key(p, key, value);
         if (!p->seen[key])
                 p->seen[key] = p->line;
+        p->prev_key = key;
+        p->prev_line = p->line;
         return 1;
 }
 
 int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CONFIG_ERROR_MAX])
 {
-        struct parser p = { .f = f, .name = name, .c = c, .err = err };
+        struct parser p = { .f = f, .name = name, .c = c, .prev_key = -1, .err = err };
         int r;
 
         config_defaults(c);
@@ -359,16 +422,53 @@ int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CO
                 (void)snprintf(err, CONFIG_ERROR_MAX, "%s: read error: %s", name, strerror(errno));
                 return -1;
         }
+        if (p.too_big) {
+                (void)snprintf(err, CONFIG_ERROR_MAX, "%s: larger than %d bytes", name,
+                               CONFIG_FILE_MAX);
+                return -1;
+        }
         return p.err_line ? -1 : 0;
+}
+
+/* O_NONBLOCK: open() of a FIFO would wait for a writer, and of a file with
+ * a lease for the lease to break. It stays set: a regular file's data is
+ * read without waiting anyway, and an odd file system that answered EAGAIN
+ * would give a read error, never a stall of the loop. Returns an fd open on
+ * a regular file of at most CONFIG_FILE_MAX bytes, or -1 with ERR set. */
+static int open_regular(const char *path, char err[CONFIG_ERROR_MAX])
+{
+        int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        struct stat st;
+
+        if (fd < 0) {
+                (void)snprintf(err, CONFIG_ERROR_MAX, "%s: cannot open: %s", path, strerror(errno));
+                return -1;
+        }
+        if (fstat(fd, &st) < 0)
+                (void)snprintf(err, CONFIG_ERROR_MAX, "%s: cannot stat: %s", path, strerror(errno));
+        else if (!S_ISREG(st.st_mode))
+                (void)snprintf(err, CONFIG_ERROR_MAX, "%s: not a regular file", path);
+        else if (st.st_size > CONFIG_FILE_MAX)
+                (void)snprintf(err, CONFIG_ERROR_MAX, "%s: larger than %d bytes", path,
+                               CONFIG_FILE_MAX);
+        else
+                return fd;
+        (void)close(fd);
+        return -1;
 }
 
 int config_load(struct config *c, const char *path, char err[CONFIG_ERROR_MAX])
 {
-        FILE *f = fopen(path, "re");
+        int fd = open_regular(path, err);
+        FILE *f;
         int r;
 
+        if (fd < 0)
+                return -1;
+        f = fdopen(fd, "r");
         if (!f) {
                 (void)snprintf(err, CONFIG_ERROR_MAX, "%s: cannot open: %s", path, strerror(errno));
+                (void)close(fd);
                 return -1;
         }
         r = config_parse_stream(c, f, path, err);

@@ -12,6 +12,9 @@
 #define CONFIG_MAX_LISTEN 64
 #define CONFIG_ERROR_MAX 512
 #define CONFIG_USER_MAX 32
+/* A configuration file is a few hundred bytes; the limit bounds the work a
+ * reload does in the loop whatever the path names. */
+#define CONFIG_FILE_MAX 1048576 /* 1 MiB */
 
 struct config {
         struct addr listen[CONFIG_MAX_LISTEN];
@@ -28,10 +31,13 @@ struct config {
 /* The documented defaults: listen 127.0.0.1:8001, max_events 1024, ... */
 void config_defaults(struct config *c);
 
-/* Parses the INI text from F (named NAME in messages) into C. On error
- * returns -1 and writes "NAME:LINE: message" (or "NAME: message") to ERR;
- * C is then unspecified, so callers parse into a scratch struct. */
+/* Parses the INI text from F (named NAME in messages) into C, reading no
+ * further than the first error and no more than CONFIG_FILE_MAX bytes. On
+ * error returns -1 and writes "NAME:LINE: message" (or "NAME: message") to
+ * ERR; C is then unspecified, so callers parse into a scratch struct. */
 int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CONFIG_ERROR_MAX]);
 
-/* Opens PATH and parses it as above. */
+/* Opens PATH without blocking and parses it as above. Anything but a
+ * regular file (a FIFO, a device, a directory) is refused before a byte is
+ * read, so neither -t nor a reload in the loop can block or read forever. */
 int config_load(struct config *c, const char *path, char err[CONFIG_ERROR_MAX]);

@@ -3,8 +3,13 @@
  *
  * On SIGTERM every connection is parked in a "box" (an AF_UNIX socket
  * holding the fds in flight, 253 per message) and the box goes to PID 1
- * with FDNAME=connbox, plus a memfd named "state" with what each connection
- * needs beyond its fd. If the stop is part of `systemctl restart`, the new
+ * with FDNAME=connbox; then a memfd named "state" with what each stored
+ * connection needs beyond its fd. Boxes go first so that the state never
+ * describes a connection that did not reach the store: a box PID 1's
+ * socket refuses, or one past $FDSTORE, stops the parking, and whatever is
+ * not stored is closed and logged as such. PID 1 itself acknowledges
+ * nothing: past FileDescriptorStoreMax= it drops fds silently, so "sent"
+ * is all the log can say where $FDSTORE (systemd 254) does not tell. If the stop is part of `systemctl restart`, the new
  * process gets them back through sd_listen_fds_with_names() (inherit.c) and
  * the clients notice nothing; on `systemctl stop` PID 1 closes the box and
  * the clients see a close. Only the stop pays: nothing is sent to PID 1 per
@@ -20,6 +25,8 @@
 #include "fdstore.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -68,19 +75,17 @@ void fdstore_remove(const struct server *s, const char *name)
                 log_warning("cannot remove %s from the fd store: %s", name, strerror(-r));
 }
 
+/* The state of the connections that were stored, after their boxes, so it
+ * describes nothing that is not in the store. */
 static int push_state(struct server *s)
 {
         int fd = state_write(s), r;
 
-        if (fd < 0) {
-                log_err("cannot write the connection state: %s", strerror(-fd));
+        if (fd < 0)
                 return fd;
-        }
         r = push("state", &fd, 1);
         if (close(fd) < 0)
                 log_warning("close of the state memfd failed: %s", strerror(errno));
-        if (r < 0)
-                log_err("cannot store the connection state: %s", strerror(-r));
         return r;
 }
 
@@ -133,64 +138,161 @@ static int box_send(int box, const int *fds, unsigned n)
         return sendmsg(box, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
 }
 
-/* Hands BOX to PID 1 and closes our copy; its queue lives on in PID 1's. */
-static int box_store(int box)
-{
-        int r = push("connbox", &box, 1);
+/* What parking has done so far. Boxes are filled in fd order and stored
+ * one after the other, so what PID 1 took is every connection below
+ * first_fd; at the first failure parking stops and the rest is closed. */
+struct parking {
+        int box; /* the box being filled, or -1 */
+        int first_fd; /* the lowest connection not (yet) in a stored box */
+        unsigned in_box; /* connections in the box being filled */
+        unsigned boxes, stored; /* boxes PID 1 took, connections in them */
+        unsigned max_boxes; /* from $FDSTORE; UINT_MAX if unknown */
+        int err; /* why parking stopped, or 0 */
+};
 
-        if (close(box) < 0)
-                log_warning("close of a connection box failed: %s", strerror(errno));
-        return r;
+/* How many boxes PID 1 will take: $FDSTORE (set by systemd 254 and later
+ * to FileDescriptorStoreMax= when it is not 0) less our listeners, which
+ * are stored already, less one for the state. Unknown without it: PID 1
+ * accepts every message and silently drops what does not fit. */
+static unsigned max_boxes(const struct server *s)
+{
+        const char *v = getenv("FDSTORE");
+        unsigned long max, taken = 1;
+        char *end;
+
+        if (!v || !*v)
+                return UINT_MAX;
+        errno = 0;
+        max = strtoul(v, &end, 10);
+        if (errno || *end)
+                return UINT_MAX;
+        for (unsigned i = 0; i < s->n_listeners; i++)
+                taken += !s->listeners[i].activated;
+        return max > taken ? (unsigned)(max - taken) : 0;
 }
 
-/* Sends one batch, opening a new box when the current one is full. */
-static int park(int *box, unsigned *boxes, const int *fds, unsigned n)
+static int stop_parking(struct parking *p, int err)
 {
-        int r = box_send(*box, fds, n);
+        if (p->box >= 0 && close(p->box) < 0)
+                log_warning("close of a connection box failed: %s", strerror(errno));
+        p->box = -1;
+        p->err = err;
+        return err;
+}
 
-        if (r != -EAGAIN)
+/* Hands the box being filled to PID 1 and closes our copy; its queue lives
+ * on in PID 1's. */
+static int seal(struct parking *p)
+{
+        int r = push("connbox", &p->box, 1);
+
+        if (r < 0)
+                return stop_parking(p, r);
+        if (close(p->box) < 0)
+                log_warning("close of a connection box failed: %s", strerror(errno));
+        p->box = -1;
+        p->boxes++;
+        p->stored += p->in_box;
+        p->in_box = 0;
+        return 0;
+}
+
+static int open_box(struct parking *p, int first_fd)
+{
+        p->first_fd = first_fd;
+        if (p->boxes >= p->max_boxes)
+                return stop_parking(p, -ENOSPC);
+        p->box = box_open();
+        return p->box < 0 ? stop_parking(p, p->box) : 0;
+}
+
+/* Parks one batch, sealing the box and opening a new one when it is full. */
+static int park(struct parking *p, const int *fds, unsigned n)
+{
+        int r;
+
+        if (p->box < 0 && (r = open_box(p, fds[0])) < 0)
                 return r;
-        r = box_store(*box);
-        *box = r < 0 ? r : box_open();
-        if (*box < 0)
-                return *box;
-        ++*boxes;
-        return box_send(*box, fds, n);
+        r = box_send(p->box, fds, n);
+        if (r == -EAGAIN) {
+                if ((r = seal(p)) < 0 || (r = open_box(p, fds[0])) < 0)
+                        return r;
+                r = box_send(p->box, fds, n);
+        }
+        if (r < 0)
+                return stop_parking(p, r);
+        p->in_box += n;
+        return 0;
+}
+
+static int park_all(struct server *s, struct parking *p)
+{
+        int batch[FDS_PER_MESSAGE];
+        unsigned n = 0, seen = 0; /* in the batch, in all */
+
+        for (int fd = 0; fd <= s->max_fd; fd++) {
+                if (!(s->conns[fd].flags & CONN_OPEN))
+                        continue;
+                batch[n++] = fd;
+                if (n < FDS_PER_MESSAGE && ++seen < s->n_conns)
+                        continue;
+                if (park(p, batch, n) < 0)
+                        return p->err;
+                n = 0;
+        }
+        if (n && park(p, batch, n) < 0)
+                return p->err;
+        return p->box >= 0 ? seal(p) : 0;
+}
+
+/* What PID 1 did not take is closed now, with a line each, so that the
+ * state describes only what was stored and the log does not count it. */
+static unsigned close_unstored(struct server *s, const struct parking *p)
+{
+        unsigned lost = 0;
+
+        for (int fd = p->first_fd; p->err && fd >= 0 && fd <= s->max_fd; fd++) {
+                if (!(s->conns[fd].flags & CONN_OPEN))
+                        continue;
+                conn_close(s, fd, "not stored");
+                lost++;
+        }
+        return lost;
+}
+
+static void log_outcome(const struct parking *p, unsigned lost, int state_err)
+{
+        if (lost)
+                log_err("could not hand %u connection(s) to the service manager's fd store (%s); "
+                        "closed them",
+                        lost,
+                        p->err == -ENOSPC ? "no room left within FDSTORE=" : strerror(-p->err));
+        if (!p->stored)
+                return;
+        if (state_err)
+                log_err("stored %u connection(s) without their state (%s): the next start "
+                        "adopts them as new, and their unwritten replies are lost",
+                        p->stored, strerror(-state_err));
+        log_notice("handed %u connection(s) to the service manager's fd store in %u box(es)%s",
+                   p->stored, p->boxes,
+                   p->max_boxes == UINT_MAX
+                           ? "; PID 1 keeps them only if FileDescriptorStoreMax= has room"
+                           : "");
 }
 
 int fdstore_push_connections(struct server *s)
 {
-        int batch[FDS_PER_MESSAGE], box, r;
-        unsigned n = 0, parked = 0, boxes = 1;
+        struct parking p = { .box = -1, .first_fd = -1 };
+        unsigned lost;
+        int state_err = 0;
 
         if (!s->notify.enabled || s->n_conns == 0)
                 return 0;
-        r = push_state(s);
-        box = r < 0 ? r : box_open();
-        for (int fd = 0; box >= 0 && r >= 0 && fd <= s->max_fd; fd++) {
-                if (!(s->conns[fd].flags & CONN_OPEN))
-                        continue;
-                batch[n++] = fd;
-                if (n < FDS_PER_MESSAGE && parked + n < s->n_conns)
-                        continue;
-                r = park(&box, &boxes, batch, n);
-                parked += r >= 0 ? n : 0;
-                n = 0;
-        }
-        if (box < 0) {
-                r = box;
-        } else {
-                int stored = box_store(box); /* what was parked is kept even after an error */
-
-                if (r >= 0)
-                        r = stored;
-        }
-        if (r < 0) {
-                log_err("handing connections to the fd store failed after %u: %s", parked,
-                        strerror(-r));
-                return r;
-        }
-        log_notice("handed %u connection(s) to the service manager's fd store in %u box(es)",
-                   parked, boxes);
-        return 0;
+        p.max_boxes = max_boxes(s);
+        park_all(s, &p);
+        lost = close_unstored(s, &p);
+        if (p.stored)
+                state_err = push_state(s);
+        log_outcome(&p, lost, state_err);
+        return p.err ? p.err : state_err;
 }

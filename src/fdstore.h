@@ -13,6 +13,7 @@ void fdstore_push_listener(const struct server *s, const struct listener *l);
  * when a listener goes away): its copies would keep those sockets open. */
 void fdstore_remove(const struct server *s, const char *name);
 
-/* At stop: the state memfd, then every connection (in batches: the kernel
- * passes at most 253 fds per message). Returns 0 or -errno, logged. */
+/* At stop: every connection, parked in boxes (in batches: the kernel passes
+ * at most 253 fds per message), then the state of those stored. What could
+ * not be stored is closed. Returns 0 or -errno, logged. */
 int fdstore_push_connections(struct server *s);

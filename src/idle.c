@@ -7,10 +7,19 @@
  * (that would be a syscall per read); if the head was touched meanwhile,
  * the timer fires early, finds nothing expired and re-arms for the new head.
  * Every operation is O(1); expiry costs O(connections that expire).
+ *
+ * A connection's clock is its silence, and nothing but traffic resets it:
+ * a reload that changes the timeout keeps every clock, and an upgrade or a
+ * restart carries each last activity in the state file (on CLOCK_MONOTONIC,
+ * which execve and a restart on the same host do not reset), so frequent
+ * upgrades cannot keep a silent connection open for ever. Clocks are 32-bit
+ * milliseconds: silences are compared modulo 2^32, which is exact up to 49
+ * days, far past the longest idle_timeout (7 days).
  */
 #include "idle.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -26,12 +35,24 @@ static uint32_t timeout_ms(const struct server *s)
         return s->cfg.idle_timeout * 1000u;
 }
 
-void idle_clock(struct server *s)
+/* A silence this long is past any idle_timeout; capping restored silences
+ * at it keeps them clear of the 32-bit wrap. */
+#define SILENCE_MAX (UINT32_MAX / 2)
+
+uint64_t idle_monotonic_ms(void)
 {
         struct timespec ts;
 
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        s->now_ms = (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+        return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t idle_clock(struct server *s)
+{
+        uint64_t now = idle_monotonic_ms();
+
+        s->now_ms = (uint32_t)now;
+        return now;
 }
 
 int idle_init(struct server *s)
@@ -127,13 +148,15 @@ void idle_touch(struct server *s, int fd)
         append(s, fd);
 }
 
+static bool listed(const struct server *s, int fd)
+{
+        return s->conns[fd].idle_prev >= 0 || s->idle_head == fd;
+}
+
 void idle_remove(struct server *s, int fd)
 {
-        struct conn *c = &s->conns[fd];
-
-        if (c->idle_prev < 0 && s->idle_head != fd)
-                return; /* not on the list */
-        unlink_conn(s, fd);
+        if (listed(s, fd))
+                unlink_conn(s, fd);
 }
 
 void idle_on_timer(struct server *s)
@@ -154,6 +177,11 @@ void idle_reconfigure(struct server *s, uint32_t old)
         if (old == s->cfg.idle_timeout)
                 return;
         idle_clock(s); /* the loop only keeps the clock while the timeout is on */
+        if (old && s->cfg.idle_timeout) {
+                arm(s); /* a reload is no traffic: every clock keeps running */
+                return;
+        }
+        /* Off, or on after being off: no clock was kept, so each starts now. */
         while (s->idle_head >= 0)
                 unlink_conn(s, s->idle_head);
         /* Reload is rare; a walk of the table here keeps the hot path free
@@ -161,5 +189,78 @@ void idle_reconfigure(struct server *s, uint32_t old)
         for (int fd = 0; s->cfg.idle_timeout && fd <= s->max_fd; fd++)
                 if (s->conns[fd].flags & CONN_OPEN)
                         append(s, fd);
+        arm(s);
+}
+
+uint64_t idle_last_activity(const struct server *s, int fd, uint64_t now)
+{
+        uint64_t last;
+
+        if (!s->cfg.idle_timeout || !listed(s, fd))
+                return 0;
+        last = now - (uint32_t)((uint32_t)now - s->conns[fd].last_ms);
+        return last ? last : 1;
+}
+
+void idle_restore(struct server *s, int fd, uint64_t last, uint64_t now)
+{
+        uint64_t silent;
+
+        if (!s->cfg.idle_timeout || !last || !listed(s, fd))
+                return;
+        silent = last < now ? now - last : 0;
+        if (silent > SILENCE_MAX)
+                silent = SILENCE_MAX;
+        s->conns[fd].last_ms = (uint32_t)now - (uint32_t)silent;
+}
+
+static uint32_t silence(const struct server *s, int32_t fd)
+{
+        return s->now_ms - s->conns[fd].last_ms;
+}
+
+/* Merges two lists linked by idle_next, each longest silence first. */
+static int32_t merge(struct server *s, int32_t a, int32_t b)
+{
+        int32_t head = -1, *tail = &head;
+
+        while (a >= 0 && b >= 0) {
+                int32_t *from = silence(s, a) >= silence(s, b) ? &a : &b;
+                int32_t fd = *from;
+
+                *tail = fd;
+                tail = &s->conns[fd].idle_next;
+                *from = s->conns[fd].idle_next;
+        }
+        *tail = a >= 0 ? a : b;
+        return head;
+}
+
+/* Merge sort of the N entries from HEAD (linked by idle_next): no memory
+ * to allocate, O(n log n), recursion depth log2(n). */
+static int32_t sort(struct server *s, int32_t head, uint32_t n)
+{
+        int32_t mid = head, rest;
+
+        if (n < 2)
+                return head;
+        for (uint32_t i = 1; i < n / 2; i++)
+                mid = s->conns[mid].idle_next;
+        rest = s->conns[mid].idle_next;
+        s->conns[mid].idle_next = -1;
+        return merge(s, sort(s, head, n / 2), sort(s, rest, n - n / 2));
+}
+
+void idle_order(struct server *s)
+{
+        uint32_t n = 0;
+        int32_t prev = -1;
+
+        for (int32_t fd = s->idle_head; fd >= 0; fd = s->conns[fd].idle_next)
+                n++;
+        s->idle_head = sort(s, s->idle_head, n);
+        for (int32_t fd = s->idle_head; fd >= 0; prev = fd, fd = s->conns[fd].idle_next)
+                s->conns[fd].idle_prev = prev;
+        s->idle_tail = prev;
         arm(s);
 }

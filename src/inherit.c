@@ -26,6 +26,7 @@
 
 #include "conn.h"
 #include "fdstore.h"
+#include "idle.h"
 #include "listener.h"
 #include "log.h"
 #include "server.h"
@@ -177,10 +178,22 @@ static void load_state(struct found *f, struct state *st)
         f->state_fd = -1;
 }
 
+/* Adopts FD with its record R (or fresh); its idle clock goes on from the
+ * record's last traffic, so no upgrade or restart resets a silence. */
+static bool adopt_one(struct server *s, int fd, const struct state_record *r, uint64_t now)
+{
+        if (conn_adopt(s, fd, r) < 0)
+                return false;
+        if (r && s->conns[fd].flags & CONN_OPEN)
+                idle_restore(s, fd, r->last_ms, now);
+        return true;
+}
+
 static void adopt_connections(struct server *s, struct found *f)
 {
         struct state st = { 0 };
         unsigned adopted = 0;
+        uint64_t now = idle_clock(s);
 
         load_state(f, &st);
         if (st.next_id > s->stats.accepted)
@@ -192,17 +205,24 @@ static void adopt_connections(struct server *s, struct found *f)
 
                 if (fstat(f->conns[i], &sb) == 0)
                         r = state_find(&st, sb.st_ino);
-                adopted += conn_adopt(s, f->conns[i], r) == 0;
+                adopted += adopt_one(s, f->conns[i], r, now);
         }
+        idle_order(s);
         if (f->n_conns)
                 log_notice("adopted %u of %u inherited connection(s)", adopted, f->n_conns);
         state_free(&st);
 }
 
+/* Names we give our own fds (fdstore.c, reexec.c): none of them is a
+ * socket from a .socket unit, so none counts against its limit. */
 static bool ours(const char *name)
 {
-        return strcmp(name, "x") == 0 || strcmp(name, "conn") == 0 || strcmp(name, "state") == 0 ||
-               strncmp(name, "listen_", 7) == 0;
+        static const char *const own[] = { "x", "conn", "connbox", "state" };
+
+        for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+                if (strcmp(name, own[i]) == 0)
+                        return true;
+        return strncmp(name, "listen_", 7) == 0;
 }
 
 /* More sockets from a .socket unit than we can serve is a unit to fix. */

@@ -11,9 +11,15 @@
  * us when descriptors free up). While paused, the listeners are out of the
  * epoll set and new clients wait in the kernel's backlog; the loop never
  * spins on a listener it cannot serve.
+ *
+ * A listener's addr is always what its socket is bound to (getsockname),
+ * however it came to us; one rule, listener_serves(), says whether it
+ * stands for a configured address, so a configured port 0 keeps its
+ * socket across a reload, a re-exec and a restart alike.
  */
 #include "listener.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +28,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "conn.h"
 #include "fd.h"
 #include "fdstore.h"
 #include "log.h"
@@ -65,20 +72,36 @@ fail:
         return err;
 }
 
-static int add_to_loop(struct server *s, unsigned i)
+/* The tag carries the listener set's generation, which every reload's
+ * commit() bumps: an event queued before a reload in the same batch names
+ * an index that may now be another listener's, and is dropped. */
+static uint64_t listener_tag(const struct server *s, unsigned i)
 {
-        return loop_add(s, s->listeners[i].fd, EPOLLIN, tag_make(TAG_LISTENER, 0, i));
+        return tag_make(TAG_LISTENER, s->listeners_gen, i);
 }
 
-/* With port 0 the kernel picks one: name the listener after what it got
- * (l->addr keeps the configured address, which a reload compares). */
+static int add_to_loop(struct server *s, unsigned i)
+{
+        return loop_add(s, s->listeners[i].fd, EPOLLIN, listener_tag(s, i));
+}
+
+void listeners_on_event(struct server *s, uint64_t tag)
+{
+        /* Stale: the listener, level-triggered, comes back with its new tag. */
+        if (tag_gen(tag) != (s->listeners_gen & TAG_GEN_MASK))
+                return;
+        conn_accept(s, tag_id(tag));
+}
+
+/* With port 0 the kernel picks one: the listener's address is what it got,
+ * as it will be for the next image or process that adopts the socket. */
 static void name_bound(struct listener *l)
 {
-        struct sockaddr_storage got;
-        socklen_t len = sizeof(got);
+        struct addr got = { .len = sizeof(got.u) };
 
-        if (getsockname(l->fd, (struct sockaddr *)&got, &len) == 0)
-                addr_format((struct sockaddr *)&got, l->name);
+        if (getsockname(l->fd, &got.u.sa, &got.len) == 0)
+                l->addr = got;
+        addr_format(&l->addr.u.sa, l->name);
 }
 
 static int bind_one(struct listener *l, const struct addr *a, uint32_t backlog)
@@ -289,12 +312,91 @@ void listeners_on_timer(struct server *s)
         listeners_resume(s, PAUSE_NOFILE);
 }
 
-static int find_listener(const struct server *s, const struct addr *a)
+static unsigned addr_port(const struct addr *a)
 {
-        for (unsigned i = 0; i < s->n_listeners; i++)
-                if (addr_equal(&s->listeners[i].addr, a))
-                        return (int)i;
+        return ntohs(a->u.sa.sa_family == AF_INET6 ? a->u.in6.sin6_port : a->u.in.sin_port);
+}
+
+static bool same_host(const struct addr *a, const struct addr *b)
+{
+        if (a->u.sa.sa_family != b->u.sa.sa_family)
+                return false;
+        if (a->u.sa.sa_family == AF_INET)
+                return a->u.in.sin_addr.s_addr == b->u.in.sin_addr.s_addr;
+        return memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, sizeof(struct in6_addr)) == 0 &&
+               a->u.in6.sin6_scope_id == b->u.in6.sin6_scope_id;
+}
+
+static bool is_wildcard(const struct addr *a)
+{
+        if (a->u.sa.sa_family == AF_INET)
+                return a->u.in.sin_addr.s_addr == htonl(INADDR_ANY);
+        return memcmp(&a->u.in6.sin6_addr, &in6addr_any, sizeof(struct in6_addr)) == 0;
+}
+
+/* The one matching rule, for a reload and for every adoption path (fd
+ * store, re-exec): same family and host, and the same port or a
+ * configured port 0, for which any port the kernel picked will do. */
+static bool listener_serves(const struct listener *l, const struct addr *want)
+{
+        unsigned port = addr_port(want);
+
+        return same_host(&l->addr, want) && (port == 0 || port == addr_port(&l->addr));
+}
+
+/* The first listener not yet kept that serves WANT, now kept; or -1. */
+static int claim(const struct server *s, const struct addr *want, bool *kept)
+{
+        for (unsigned j = 0; j < s->n_listeners; j++) {
+                if (!kept[j] && listener_serves(&s->listeners[j], want)) {
+                        kept[j] = true;
+                        return (int)j;
+                }
+        }
         return -1;
+}
+
+/* FROM[i] = the index of the listener that stays for NEXT's address i, or
+ * -1 to bind it. Exact ports first, so that a port 0 never takes the
+ * socket another address names. */
+static void match(const struct server *s, const struct config *next, int *from, bool *kept)
+{
+        for (unsigned i = 0; i < next->n_listen; i++)
+                from[i] = addr_port(&next->listen[i]) ? claim(s, &next->listen[i], kept) : -1;
+        for (unsigned i = 0; i < next->n_listen; i++)
+                if (addr_port(&next->listen[i]) == 0)
+                        from[i] = claim(s, &next->listen[i], kept);
+}
+
+/* Linux will not bind a wildcard and a specific host of one family on one
+ * port at once (EADDRINUSE), so moving a port between the two would have
+ * to close the old socket before binding the new one: clients would be
+ * refused meanwhile, and a bind failing then (a privileged port after
+ * dropping root, a race) could not be undone. Refused up front instead. */
+static bool moves_port(const struct addr *a, const struct listener *l)
+{
+        return addr_port(a) != 0 && a->u.sa.sa_family == l->addr.u.sa.sa_family &&
+               addr_port(a) == addr_port(&l->addr) && (is_wildcard(a) || is_wildcard(&l->addr));
+}
+
+static int check_moves(const struct server *s, const struct config *next, const int *from,
+                       const bool *kept)
+{
+        for (unsigned i = 0; i < next->n_listen; i++) {
+                for (unsigned j = 0; j < s->n_listeners && from[i] < 0; j++) {
+                        const struct listener *l = &s->listeners[j];
+                        char want[ADDR_TEXT_MAX];
+
+                        if (kept[j] || !moves_port(&next->listen[i], l))
+                                continue;
+                        addr_format(&next->listen[i].u.sa, want);
+                        log_err("cannot change %s to %s while running (Linux will not bind both "
+                                "on one port at once): stop epolld and start it again to apply this",
+                                l->name, want);
+                        return -EADDRINUSE;
+                }
+        }
+        return 0;
 }
 
 /* Closes the listeners l[i] for which which[i] == value. PID 1 may hold a
@@ -331,13 +433,15 @@ static void announce(struct server *s, const struct listener *next, unsigned n, 
 }
 
 /* Puts the new set in place: closes what is gone, re-tags what stays (its
- * index may have moved) and registers what is new. */
+ * index may have moved) with the set's next generation and registers what
+ * is new. */
 static void commit(struct server *s, struct listener *next, unsigned n, const bool *kept,
                    uint32_t backlog)
 {
         close_where(s, s->listeners, s->n_listeners, kept, false);
         memcpy(s->listeners, next, n * sizeof(*next));
         s->n_listeners = n;
+        s->listeners_gen++;
         for (unsigned i = 0; i < n; i++) {
                 struct listener *l = &s->listeners[i];
                 int r = 0;
@@ -346,7 +450,7 @@ static void commit(struct server *s, struct listener *next, unsigned n, const bo
                         log_warning("listen(%s) with the new backlog failed: %s", l->name,
                                     strerror(errno));
                 if (!s->paused)
-                        r = loop_mod(s, l->fd, EPOLLIN, tag_make(TAG_LISTENER, 0, i));
+                        r = loop_mod(s, l->fd, EPOLLIN, listener_tag(s, i));
                 if (r == -ENOENT)
                         r = add_to_loop(s, i);
                 if (r < 0)
@@ -358,16 +462,18 @@ int listeners_reconfigure(struct server *s, const struct config *next)
 {
         struct listener fresh[CONFIG_MAX_LISTEN];
         bool kept[CONFIG_MAX_LISTEN] = { false }, opened[CONFIG_MAX_LISTEN] = { false };
+        int from[CONFIG_MAX_LISTEN];
+        int r;
 
         if (any_activated(s))
                 return 0; /* systemd's sockets are the listeners; listen is ignored */
+        match(s, next, from, kept);
+        r = check_moves(s, next, from, kept);
+        if (r < 0)
+                return r;
         for (unsigned i = 0; i < next->n_listen; i++) {
-                int old = find_listener(s, &next->listen[i]);
-                int r;
-
-                if (old >= 0) {
-                        fresh[i] = s->listeners[old];
-                        kept[old] = true;
+                if (from[i] >= 0) {
+                        fresh[i] = s->listeners[from[i]];
                         continue;
                 }
                 r = bind_one(&fresh[i], &next->listen[i], next->backlog);

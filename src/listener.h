@@ -15,9 +15,15 @@ int listeners_open(struct server *s);
 void listeners_close(struct server *s);
 
 /* Reload: binds the addresses new in NEXT before closing those no longer
- * listed; listeners that stay keep their socket. On failure nothing has
- * changed and -errno is returned. Socket-activated listeners always stay. */
+ * listed; listeners that stay keep their socket (a configured port 0 keeps
+ * whatever port its host has). Moving a port between a wildcard and a
+ * specific host is refused (-EADDRINUSE). On failure nothing has changed
+ * and -errno is returned. Socket-activated listeners always stay. */
 int listeners_reconfigure(struct server *s, const struct config *next);
+
+/* A TAG_LISTENER event: accepts on that listener unless the tag is from
+ * before a reload that renumbered them. */
+void listeners_on_event(struct server *s, uint64_t tag);
 
 /* Takes the listeners out of the epoll set while any reason holds. */
 void listeners_pause(struct server *s, enum pause_reason why);

@@ -1,11 +1,14 @@
-/* log.c - priorities, the level filter, and the stderr and journal back ends.
+/* log.c - priorities, the level filter, the rate limits, and the count of
+ * lines that did not get out.
  *
- * The back end is chosen once at start: if stderr is the journal's stream
- * (JOURNAL_STREAM names stderr's device and inode, as sd_journal_stream_fd(3)
- * describes, and journald's socket exists) we send native entries with sd_journal_sendv() so that fields
- * like REMOTE_ADDR= can be queried; otherwise one "level: message" line per
- * call, written with a single write(2) so lines from one process never
- * interleave.
+ * Where a line goes, and how it is written without blocking, is logsink.c.
+ * A line the output cannot take at once is dropped and counted, so a full
+ * pipe or a slow journald cannot stall the loop. The count is reported
+ * ("N log line(s) dropped: output not writable") before the next line that
+ * does get out, exactly as the lines held back by a rate limit are ("N
+ * accept messages suppressed ..."): both go through report_lost(), and a
+ * count is cleared only once its report is written. At exit we wait a
+ * little (EXIT_WAIT_MS) for the output to take what is still to report.
  */
 #include "log.h"
 
@@ -14,15 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/uio.h>
-#include <time.h>
-#include <unistd.h>
 
-#include <systemd/sd-journal.h>
+#include "logsink.h"
+
+#define EXIT_WAIT_MS 500
+#define DROPPED_WHAT "log line(s) dropped: output not writable"
 
 int log_max_priority = LOG_INFO;
-static bool journal;
+static uint64_t dropped;
 
 struct limiter {
         uint64_t window_start_ms;
@@ -38,47 +40,39 @@ static const char *const limit_names[LOG_LIMIT_COUNT] = {
         [LOG_LIMIT_IO_ERROR] = "read/write error",
         [LOG_LIMIT_PAUSE] = "accept pause",
         [LOG_LIMIT_MEMORY] = "out of memory",
+        [LOG_LIMIT_TIMER] = "timer",
 };
 
 static const char *const level_names[] = {
         "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
 };
 
-static bool stderr_is_journal(void)
+static bool anything_to_report(void)
 {
-        const char *e = getenv("JOURNAL_STREAM");
-        unsigned long long dev, ino;
-        struct stat st;
-        char *end;
-
-        if (!e)
-                return false;
-        errno = 0;
-        dev = strtoull(e, &end, 10);
-        if (errno || end == e || *end != ':')
-                return false;
-        e = end + 1;
-        ino = strtoull(e, &end, 10);
-        if (errno || end == e || *end != '\0')
-                return false;
-        if (fstat(STDERR_FILENO, &st) < 0)
-                return false;
-        return st.st_dev == (dev_t)dev && st.st_ino == (ino_t)ino;
+        if (dropped || logsink_pending())
+                return true;
+        for (int k = 0; k < LOG_LIMIT_COUNT; k++)
+                if (limiters[k].suppressed)
+                        return true;
+        return false;
 }
 
-/* sd_journal_sendv() reports success when journald's socket is missing
- * (it drops the entry on purpose), so check that the socket is there
- * before choosing it over stderr. */
-static bool journal_socket_present(void)
+/* A daemon stopped while its output was full still gets its counts out if
+ * the reader catches up within EXIT_WAIT_MS. Only at exit: the loop never
+ * waits. */
+static void flush_at_exit(void)
 {
-        struct stat st;
-
-        return stat("/run/systemd/journal/socket", &st) == 0 && S_ISSOCK(st.st_mode);
+        if (!anything_to_report())
+                return;
+        logsink_wait_writable(EXIT_WAIT_MS);
+        log_flush_suppressed();
 }
 
 void log_init(void)
 {
-        journal = stderr_is_journal() && journal_socket_present();
+        logsink_init();
+        if (atexit(flush_at_exit) != 0)
+                log_warning("cannot register the log flush at exit");
 }
 
 void log_set_max_priority(int priority)
@@ -101,64 +95,22 @@ const char *log_level_name(int priority)
         return level_names[priority];
 }
 
-/* Appends "KEY=value" to the iovec array; the text lives in buf. */
-static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size, const char *fmt, ...)
-        __attribute__((format(printf, 5, 6)));
-static size_t add_field(struct iovec *iov, size_t n, char *buf, size_t size, const char *fmt, ...)
+/* The one way a count of lines that did not get out is reported: a
+ * warning that starts with the count. True once nothing is left to report;
+ * until its warning is written the count keeps growing. */
+static bool report_lost(uint64_t *count, const char *what)
 {
-        va_list ap;
-        int len;
+        char msg[160];
 
-        va_start(ap, fmt);
-        /* va_start is right above: a clang 14 false positive. */
-        // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized)
-        len = vsnprintf(buf, size, fmt, ap);
-        va_end(ap);
-        if (len < 0)
-                return n;
-        iov[n].iov_base = buf;
-        iov[n].iov_len = (size_t)len < size ? (size_t)len : size - 1;
-        return n + 1;
-}
-
-static void write_journal(int priority, const struct log_fields *f, const char *msg)
-{
-        char b[8][128], m[1100];
-        struct iovec iov[9];
-        size_t n = 0;
-
-        n = add_field(iov, n, m, sizeof(m), "MESSAGE=%s", msg);
-        n = add_field(iov, n, b[0], sizeof(b[0]), "PRIORITY=%d", priority);
-        n = add_field(iov, n, b[1], sizeof(b[1]), "SYSLOG_IDENTIFIER=epolld");
-        if (f && f->event)
-                n = add_field(iov, n, b[2], sizeof(b[2]), "EPOLLD_EVENT=%s", f->event);
-        if (f && f->remote_addr) {
-                n = add_field(iov, n, b[3], sizeof(b[3]), "REMOTE_ADDR=%s", f->remote_addr);
-                n = add_field(iov, n, b[4], sizeof(b[4]), "REMOTE_PORT=%u", f->remote_port);
+        if (*count == 0)
+                return true;
+        if (log_enabled(LOG_WARNING)) {
+                snprintf(msg, sizeof(msg), "%llu %s", (unsigned long long)*count, what);
+                if (!logsink_write(LOG_WARNING, NULL, msg))
+                        return false;
         }
-        if (f && f->conn_id)
-                n = add_field(iov, n, b[5], sizeof(b[5]), "CONNECTION_ID=%llu",
-                              (unsigned long long)f->conn_id);
-        if (f && f->has_replies)
-                n = add_field(iov, n, b[6], sizeof(b[6]), "REPLIES=%llu",
-                              (unsigned long long)f->replies);
-        if (sd_journal_sendv(iov, (int)n) < 0)
-                journal = false; /* fall back to stderr lines for good */
-}
-
-static void write_stderr(int priority, const char *msg)
-{
-        char line[1200];
-        int len = snprintf(line, sizeof(line), "%s: %s\n", log_level_name(priority), msg);
-
-        if (len < 0)
-                return;
-        if ((size_t)len >= sizeof(line))
-                len = sizeof(line) - 1, line[len - 1] = '\n';
-        /* A failed log write has nowhere to be reported; dropping it is the
-         * only choice that cannot recurse or block the loop further. */
-        if (write(STDERR_FILENO, line, (size_t)len) < 0)
-                return;
+        *count = 0;
+        return true;
 }
 
 void log_write(int priority, const struct log_fields *fields, const char *fmt, ...)
@@ -172,38 +124,28 @@ void log_write(int priority, const struct log_fields *fields, const char *fmt, .
         // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized)
         (void)vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
-        if (journal)
-                write_journal(priority, fields, msg);
-        if (!journal)
-                write_stderr(priority, msg);
+        if (!report_lost(&dropped, DROPPED_WHAT) || !logsink_write(priority, fields, msg))
+                dropped++;
         errno = saved_errno;
-}
-
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void report_suppressed(enum log_limit kind)
 {
         struct limiter *l = &limiters[kind];
+        char what[96];
 
         if (!l->suppressed)
                 return;
-        if (log_enabled(LOG_WARNING))
-                log_write(LOG_WARNING, NULL, "%llu %s messages suppressed (more than %u in %u s)",
-                          (unsigned long long)l->suppressed, limit_names[kind], LOG_LIMIT_BURST,
-                          LOG_LIMIT_INTERVAL_MS / 1000u);
-        l->suppressed = 0;
+        snprintf(what, sizeof(what), "%s messages suppressed (more than %u in %u s)",
+                 limit_names[kind], LOG_LIMIT_BURST, LOG_LIMIT_INTERVAL_MS / 1000u);
+        if (report_lost(&dropped, DROPPED_WHAT))
+                (void)report_lost(&l->suppressed, what);
 }
 
 bool log_allow(enum log_limit kind)
 {
         struct limiter *l = &limiters[kind];
-        uint64_t now = now_ms();
+        uint64_t now = logsink_now_ms();
 
         if (now - l->window_start_ms >= LOG_LIMIT_INTERVAL_MS) {
                 report_suppressed(kind);
@@ -220,6 +162,7 @@ bool log_allow(enum log_limit kind)
 
 void log_flush_suppressed(void)
 {
+        (void)report_lost(&dropped, DROPPED_WHAT);
         for (int k = 0; k < LOG_LIMIT_COUNT; k++)
                 report_suppressed((enum log_limit)k);
 }

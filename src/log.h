@@ -4,7 +4,10 @@
  * macro, before any argument is evaluated, so a filtered-out line costs one
  * compare: this is what keeps per-read debug lines off the hot path.
  * Lines go to stderr, or natively to the journal when stderr is connected
- * to it, with optional structured fields (struct log_fields).
+ * to it, with optional structured fields (struct log_fields). No write
+ * ever blocks: a line the output cannot take is dropped and counted, and
+ * the count is reported once the output takes lines again (log.c,
+ * logsink.c).
  */
 #pragma once
 
@@ -31,11 +34,14 @@ enum log_limit {
         LOG_LIMIT_IO_ERROR,
         LOG_LIMIT_PAUSE,
         LOG_LIMIT_MEMORY,
+        LOG_LIMIT_TIMER, /* a timer that cannot be armed, retried every loop turn */
         LOG_LIMIT_COUNT,
 };
 
 #define LOG_LIMIT_INTERVAL_MS 5000u
 #define LOG_LIMIT_BURST 500u
+/* After a failed journal send, entries go to stderr for this long. */
+#define LOG_JOURNAL_RETRY_MS 1000u
 
 extern int log_max_priority;
 
@@ -53,7 +59,8 @@ const char *log_level_name(int priority);
  * After a window with suppressed lines, the next call first writes
  * "N ... messages suppressed". */
 bool log_allow(enum log_limit kind);
-/* Reports what is still suppressed (at shutdown). */
+/* Reports what is still suppressed or dropped (at shutdown, before a
+ * re-exec). */
 void log_flush_suppressed(void);
 
 void log_write(int priority, const struct log_fields *fields, const char *fmt, ...)

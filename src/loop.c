@@ -91,7 +91,7 @@ static void dispatch(struct server *s, const struct epoll_event *ev)
                 conn_on_event(s, tag, ev->events);
                 break;
         case TAG_LISTENER:
-                conn_accept(s, tag_id(tag));
+                listeners_on_event(s, tag);
                 break;
         case TAG_SIGNAL:
                 sig_on_readable(s);

@@ -9,7 +9,7 @@ struct server;
 /* What an epoll event is about. The tag travels in epoll_data.u64, so
  * dispatch is one switch and no lookup. */
 enum tag_kind {
-        TAG_LISTENER = 1, /* id: index in the listener array */
+        TAG_LISTENER = 1, /* id: index in the listener array; gen: s->listeners_gen */
         TAG_CONN, /* id: fd; gen: the slot's generation */
         TAG_SIGNAL,
         TAG_TIMER_IDLE,

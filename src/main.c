@@ -13,6 +13,7 @@
 #include "config.h"
 #include "fd.h"
 #include "log.h"
+#include "reexec.h"
 #include "server.h"
 
 #define DEFAULT_CONFIG EPOLLD_SYSCONFDIR "/epolld/epolld.ini"
@@ -78,17 +79,29 @@ static int parse_args(int argc, char **argv, struct options *o)
 }
 
 /* Loads -c FILE, else the default file if there is one, else the defaults.
- * *PATH is what a reload will read again (NULL: nothing). */
+ * *PATH is what a reload or a re-exec will read again (NULL: nothing): the
+ * choice is made once, at the first start, and a re-exec'ed image keeps the
+ * one its previous image made (a default file that appeared since is read
+ * at the next start, not by a reload or an upgrade). */
 static int load_config(const struct options *o, struct config *c, const char **path,
                        char err[CONFIG_ERROR_MAX])
 {
-        *path = o->config;
-        if (!*path && access(DEFAULT_CONFIG, F_OK) == 0)
-                *path = DEFAULT_CONFIG;
+        const char *before = NULL;
+        bool reexeced = reexec_config(&before);
+
+        if (o->config)
+                *path = o->config;
+        else if (reexeced)
+                *path = before;
+        else
+                *path = access(DEFAULT_CONFIG, F_OK) == 0 ? DEFAULT_CONFIG : NULL;
         if (*path)
                 return config_load(c, *path, err);
         config_defaults(c);
-        log_notice("no configuration file at %s; using built-in defaults", DEFAULT_CONFIG);
+        if (reexeced)
+                log_notice("re-executed on the built-in defaults, as before");
+        else
+                log_notice("no configuration file at %s; using built-in defaults", DEFAULT_CONFIG);
         return 0;
 }
 

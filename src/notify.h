@@ -1,6 +1,6 @@
 /* notify.h - the systemd service manager protocol: readiness, status,
  * reload and stop notifications, and the watchdog. All no-ops when
- * NOTIFY_SOCKET is unset. */
+ * NOTIFY_SOCKET is unset; none blocks the loop. */
 #pragma once
 
 struct server;
@@ -18,4 +18,8 @@ void notify_stopping(struct server *s);
 void notify_after_batch(struct server *s);
 
 void notify_on_watchdog(struct server *s);
+/* WATCHDOG=1 now, if the watchdog is on, without logging: right before
+ * execve(), so that the new image's first ping is not a whole interval
+ * after the last one. */
+void notify_watchdog_now(void);
 void notify_on_status(struct server *s);

@@ -12,12 +12,19 @@
  * cleared), gaps are filled with a copy of the state memfd, and whatever is
  * not a socket of ours is named "x" for the new image to close. Undoing it
  * is restoring close-on-exec and closing the fillers.
+ *
+ * The new image must run on exactly the configuration the old one checked.
+ * Which file that is was decided once, at the first start (-c FILE, else
+ * the default file if it existed, else none), and is passed on in
+ * REEXEC_CONFIG_ENV: a default file written after the start must not be
+ * picked up by the new image when the old one never read it.
  */
 #include "reexec.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +36,9 @@
 #include "server.h"
 #include "state.h"
 
+/* The configuration file the previous image ran on; empty: none. */
+#define REEXEC_CONFIG_ENV "EPOLLD_REEXEC_CONFIG"
+
 /* The kernel's limit for one environment string (MAX_ARG_STRLEN). */
 #define ENV_STRING_MAX ((size_t)32 * 4096)
 
@@ -39,6 +49,32 @@ struct plan {
         int *fillers; /* gaps we filled, to close on failure */
         unsigned n_fillers;
 };
+
+/* Set by our previous image together with LISTEN_PID; a stray copy in an
+ * operator's environment (LISTEN_PID not ours) is ignored. */
+static bool from_previous_image(void)
+{
+        const char *pid = getenv("LISTEN_PID");
+        char own[32];
+
+        snprintf(own, sizeof(own), "%d", (int)getpid());
+        return pid && strcmp(pid, own) == 0;
+}
+
+bool reexec_config(const char **path)
+{
+        static char passed[PATH_MAX];
+        const char *v = getenv(REEXEC_CONFIG_ENV);
+        bool ours = v && from_previous_image() && strlen(v) < sizeof(passed);
+
+        if (ours) {
+                snprintf(passed, sizeof(passed), "%s", v);
+                *path = passed[0] ? passed : NULL;
+        }
+        if (v)
+                unsetenv(REEXEC_CONFIG_ENV);
+        return ours;
+}
 
 int reexec_init(struct server *s, char **argv)
 {
@@ -105,6 +141,7 @@ static void undo(struct plan *p)
         unsetenv("LISTEN_FDS");
         unsetenv("LISTEN_FDNAMES");
         unsetenv("LISTEN_PID");
+        unsetenv(REEXEC_CONFIG_ENV);
 }
 
 /* Room for every name in LISTEN_FDNAMES with its ':' (or the final NUL):
@@ -144,6 +181,8 @@ static int prepare(struct server *s, struct plan *p)
         }
         snprintf(num, sizeof(num), "%d", p->top - 2);
         if (setenv("LISTEN_FDS", num, 1) < 0 || setenv("LISTEN_FDNAMES", p->names, 1) < 0)
+                return -errno;
+        if (setenv(REEXEC_CONFIG_ENV, s->config_path ? s->config_path : "", 1) < 0)
                 return -errno;
         snprintf(num, sizeof(num), "%d", (int)getpid());
         return setenv("LISTEN_PID", num, 1) < 0 ? -errno : 0;
@@ -192,6 +231,7 @@ void reexec(struct server *s)
         if (r == 0) {
                 /* From here to execve nothing logs: fds are not moved, but
                  * stay on the safe side of a client's socket. */
+                notify_watchdog_now(); /* RELOADING=1 does not reset it */
                 if (strchr(s->exec_path, '/'))
                         execv(s->exec_path, s->argv);
                 else

@@ -2,7 +2,14 @@
  * listener and connection. */
 #pragma once
 
+#include <stdbool.h>
+
 struct server;
+
+/* At start: if our previous image exec'ed us, the configuration file it ran
+ * on (*PATH, NULL for the built-in defaults) and true; else false. Either
+ * way the variable that carried it leaves the environment. */
+bool reexec_config(const char **path);
 
 /* Remembers how we were started, to exec the same path and arguments. */
 int reexec_init(struct server *s, char **argv);

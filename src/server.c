@@ -190,7 +190,9 @@ int server_apply_config(struct server *s, bool before_exec)
         const char *what = before_exec ? "re-exec" : "reload";
 
         if (!s->config_path)
-                log_notice("%s requested, but running on built-in defaults: nothing to read", what);
+                log_notice("%s requested, but running on built-in defaults: nothing to read "
+                           "(a file at the default path is read at the next start)",
+                           what);
         if (apply_file(s, before_exec, why) == 0)
                 return 0;
         log_err("%s", why);

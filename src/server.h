@@ -57,6 +57,7 @@ struct server {
 
         struct listener listeners[CONFIG_MAX_LISTEN];
         unsigned n_listeners;
+        uint32_t listeners_gen; /* bumped when a reload renumbers them (tags) */
         unsigned paused; /* enum pause_reason bits */
         int accept_timer_fd;
         uint64_t accept_failures; /* in the current EMFILE episode */

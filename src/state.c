@@ -2,7 +2,10 @@
  *
  * Layout (host byte order; the magic catches a foreign file):
  *   header: magic "EPOLLDST", version, record size, count, next id, replies
- *   count records: socket inode, id, replies, pending bytes, flags
+ *   count records: socket inode, id, replies, last traffic (CLOCK_MONOTONIC
+ *   ms, 0 = unknown), pending bytes, flags
+ * Version 1 records lack the last traffic; they are still read (as
+ * unknown), so a restart from an older binary keeps its connections.
  * The reader trusts nothing: sizes, counts, every field's range and the
  * uniqueness of inodes are checked, and one bad field rejects the whole
  * file (the connections are then adopted with fresh state by the caller).
@@ -19,12 +22,22 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "idle.h"
 #include "server.h"
 
 #define STATE_MAGIC "EPOLLDST"
-#define STATE_VERSION 1u
+#define STATE_VERSION 2u
 #define STATE_MAX_BYTES (64u << 20)
 #define STATE_MAX_ID (UINT64_MAX / 2)
+
+/* A record of version 1, before last_ms. */
+struct state_record_v1 {
+        uint64_t ino;
+        uint64_t id;
+        uint64_t replies;
+        uint32_t pending;
+        uint32_t flags;
+};
 
 struct state_header {
         char magic[8];
@@ -55,6 +68,7 @@ static int write_all(int fd, const void *buf, size_t len)
 /* Fills the records of every open connection; returns how many. */
 static size_t collect(const struct server *s, struct state_record *r)
 {
+        uint64_t now = idle_monotonic_ms();
         size_t n = 0;
 
         for (int fd = 0; fd <= s->max_fd; fd++) {
@@ -66,6 +80,7 @@ static size_t collect(const struct server *s, struct state_record *r)
                 r[n++] = (struct state_record){ .ino = st.st_ino,
                                                 .id = c->id,
                                                 .replies = c->replies,
+                                                .last_ms = idle_last_activity(s, fd, now),
                                                 .pending = c->pending,
                                                 .flags = c->flags & CONN_EOF };
         }
@@ -130,18 +145,23 @@ static int by_ino(const void *a, const void *b)
         return (x->ino > y->ino) - (x->ino < y->ino);
 }
 
+static size_t record_size(uint32_t version)
+{
+        return version == 1 ? sizeof(struct state_record_v1) : sizeof(struct state_record);
+}
+
 static int check_header(const struct state_header *h, size_t size, char *why, size_t whylen)
 {
+        size_t rsize = record_size(h->version);
+
         if (memcmp(h->magic, STATE_MAGIC, sizeof(h->magic)) != 0)
                 return snprintf(why, whylen, "not an epolld state file (bad magic)"), -1;
-        if (h->version != STATE_VERSION)
+        if (h->version != 1 && h->version != STATE_VERSION)
                 return snprintf(why, whylen, "unsupported version %u", h->version), -1;
-        if (h->record_size != sizeof(struct state_record))
-                return snprintf(why, whylen, "record size %u, expected %zu", h->record_size,
-                                sizeof(struct state_record)),
+        if (h->record_size != rsize)
+                return snprintf(why, whylen, "record size %u, expected %zu", h->record_size, rsize),
                        -1;
-        if (h->count != (size - sizeof(*h)) / sizeof(struct state_record) ||
-            (size - sizeof(*h)) % sizeof(struct state_record) != 0)
+        if (h->count != (size - sizeof(*h)) / rsize || (size - sizeof(*h)) % rsize != 0)
                 return snprintf(why, whylen, "count %llu does not match the size %zu",
                                 (unsigned long long)h->count, size),
                        -1;
@@ -178,6 +198,8 @@ static int check_ids(const struct state *st, char *why, size_t whylen)
 
 static int check_records(const struct state *st, char *why, size_t whylen)
 {
+        uint64_t now = idle_monotonic_ms();
+
         /* New ids count up from next_id; they must not wrap to 0. */
         if (st->next_id > STATE_MAX_ID)
                 return snprintf(why, whylen, "next id %llu out of range",
@@ -194,12 +216,37 @@ static int check_records(const struct state *st, char *why, size_t whylen)
                         return snprintf(why, whylen, "record %zu: bad pending %u or flags %#x", i,
                                         r->pending, r->flags),
                                -1;
+                /* Same boot, same clock: a later time was never written by us. */
+                if (r->last_ms > now)
+                        return snprintf(why, whylen,
+                                        "record %zu: last traffic %llu ms is in the future", i,
+                                        (unsigned long long)r->last_ms),
+                               -1;
                 if (i > 0 && r->ino == st->records[i - 1].ino)
                         return snprintf(why, whylen, "record %zu: inode %llu twice", i,
                                         (unsigned long long)r->ino),
                                -1;
         }
         return 0;
+}
+
+/* Records as the file has them (unaligned, maybe version 1) into ST. */
+static void copy_records(struct state *st, const char *from, uint32_t version)
+{
+        struct state_record_v1 old;
+
+        if (version == STATE_VERSION) {
+                memcpy(st->records, from, st->n * sizeof(*st->records));
+                return;
+        }
+        for (size_t i = 0; i < st->n; i++) {
+                memcpy(&old, from + i * sizeof(old), sizeof(old));
+                st->records[i] = (struct state_record){ .ino = old.ino,
+                                                        .id = old.id,
+                                                        .replies = old.replies,
+                                                        .pending = old.pending,
+                                                        .flags = old.flags };
+        }
 }
 
 static int read_exact(int fd, void *buf, size_t len)
@@ -245,7 +292,7 @@ int state_read(int fd, struct state *st, char *why, size_t whylen)
         st->n = (size_t)h->count;
         st->records = malloc(st->n ? st->n * sizeof(*st->records) : 1);
         if (st->records)
-                memcpy(st->records, buf + sizeof(*h), st->n * sizeof(*st->records));
+                copy_records(st, buf + sizeof(*h), h->version);
         free(buf);
         if (!st->records)
                 return reject(st, why, whylen, "out of memory for %zu records", st->n);

@@ -12,6 +12,9 @@ struct state_record {
         uint64_t ino;
         uint64_t id;
         uint64_t replies;
+        /* CLOCK_MONOTONIC ms of the last traffic; 0 = unknown (idle_timeout
+         * was off, or a version 1 file): the adopter counts from "now". */
+        uint64_t last_ms;
         uint32_t pending;
         uint32_t flags;
 };
@@ -26,8 +29,9 @@ struct state {
 /* Writes the open connections of S to a new memfd; returns it or -errno. */
 int state_write(const struct server *s);
 
-/* Reads and validates FD field by field. On any fault returns -EBADMSG (or
- * -errno) and fills WHY; ST is then empty. */
+/* Reads and validates FD field by field (version 1 files too, with every
+ * last_ms unknown). On any fault returns -EBADMSG (or -errno) and fills
+ * WHY; ST is then empty. */
 int state_read(int fd, struct state *st, char *why, size_t whylen);
 
 /* The record for socket inode INO, or NULL. O(log n). */

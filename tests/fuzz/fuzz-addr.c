@@ -4,7 +4,9 @@
  * NUL-terminated reason; an acceptance must give one address (two only for
  * "*:PORT"), each of which addr_format() prints in at most ADDR_TEXT_MAX
  * bytes and which parses back to an equal address printed the same way:
- * the round trip that config reloads and log lines rely on.
+ * the round trip that config reloads and log lines rely on. And only what a
+ * listener can bind is accepted: no IPv4-mapped IPv6 address (every IPv6
+ * socket is IPV6_V6ONLY), no "*:0" (two sockets, two kernel-chosen ports).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -41,6 +43,8 @@ static void check_round_trip(const char *text, const struct addr *a)
         addr_format(&again[0].u.sa, again_printed);
         if (strcmp(printed, again_printed) != 0)
                 fail("printing is not stable", text, printed);
+        if (a->u.sa.sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr))
+                fail("IPv4-mapped address accepted", text, printed);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -65,6 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         check_round_trip(text, &a[i]);
                 if (n == 2 && addr_equal(&a[0], &a[1]))
                         fail("'*:PORT' gave two equal addresses", text, NULL);
+                if (n == 2 && a[0].u.in.sin_port == 0)
+                        fail("'*:0' accepted", text, NULL);
         } else {
                 fail("returned neither 1, 2 (for '*') nor -1", text, NULL);
         }

@@ -4,9 +4,11 @@
  * Beyond "does not crash", every input is checked against what config.h and
  * the README promise, and any violation aborts (a finding):
  *  - success: no message, 1..64 listen addresses, each a well-formed IPv4 or
- *    IPv6 address that prints and re-parses to itself, no two equal, each
- *    on a line of the input (or the built-in default's line 0), and every
- *    number within its documented range, and user "" or a valid name;
+ *    IPv6 address (not IPv4-mapped) that prints and re-parses to itself, no
+ *    two equal, each on a line of the input (or the built-in default's line
+ *    0), and every number within its documented range, and user "" or a
+ *    valid name, and no line indented but blank lines and comments, no text
+ *    after a section header but a "; comment";
  *  - failure: a NUL-terminated message that starts with "NAME:" and goes on
  *    with " message" or "LINE: message", LINE being a line of the input;
  *  - a NUL byte anywhere is refused ("NUL byte in line");
@@ -14,6 +16,8 @@
  *    message, same configuration (inih strips it; we must not see it).
  * The last two are metamorphic: they compare runs instead of trusting one.
  */
+#include <ctype.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,9 +91,53 @@ static void check_addr(const struct result *res, const struct addr *a)
         if (!(a->u.sa.sa_family == AF_INET && a->len == sizeof(a->u.in)) &&
             !(a->u.sa.sa_family == AF_INET6 && a->len == sizeof(a->u.in6)))
                 fail("listen address with a bad family or length", res);
+        if (a->u.sa.sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&a->u.in6.sin6_addr))
+                fail("IPv4-mapped listen address accepted: an IPV6_V6ONLY socket cannot bind it",
+                     res);
         addr_format(&a->u.sa, text);
         if (addr_parse(text, again, err, sizeof(err)) != 1 || !addr_equal(a, &again[0]))
                 fail("listen address does not re-parse to itself", res);
+}
+
+/* Does the line [AT, END) hold what the parser must refuse? An indented
+ * line that is not blank or a comment (inih would continue the previous
+ * value with it, or take it as a key or section), or text after a section
+ * header other than a "; comment" (inih would drop it). */
+static bool refused_line(const uint8_t *data, size_t at, size_t end)
+{
+        size_t text = at;
+
+        while (text < end && isspace(data[text]))
+                text++;
+        if (text == end || data[text] == ';' || data[text] == '#')
+                return false;
+        if (text > at)
+                return true;
+        if (data[at] != '[')
+                return false;
+        while (at < end && data[at] != ']')
+                at++;
+        if (at == end)
+                return false; /* a syntax error anyway */
+        text = ++at;
+        while (text < end && isspace(data[text]))
+                text++;
+        return text < end && !(data[text] == ';' && text > at);
+}
+
+static bool has_refused_line(const uint8_t *data, size_t size)
+{
+        size_t at = size >= 3 && memcmp(data, BOM, 3) == 0 ? 3 : 0; /* a BOM is no indent */
+
+        while (at < size) {
+                const uint8_t *nl = memchr(data + at, '\n', size - at);
+                size_t end = nl ? (size_t)(nl - data) : size;
+
+                if (refused_line(data, at, end))
+                        return true;
+                at = end + 1;
+        }
+        return false;
 }
 
 static void check_success(const struct result *res, unsigned lines)
@@ -188,6 +236,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fail("returned neither 0 nor -1", &res);
         if (memchr(data, '\0', size) && res.r == 0)
                 fail("a NUL byte was accepted", &res);
+        if (res.r == 0 && has_refused_line(data, size))
+                fail("an indented line or text after a section header was accepted", &res);
         check_bom(data, size, &res);
         return 0;
 }

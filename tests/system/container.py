@@ -141,23 +141,25 @@ def apt_sources():
     return entries
 
 
-def rootfs_key():
-    recipe = json.dumps([RECIPE_VERSION, SUITE, sorted(GUEST_PACKAGES)])
+def rootfs_key(packages=GUEST_PACKAGES):
+    recipe = json.dumps([RECIPE_VERSION, SUITE, sorted(packages)])
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
-def prepare_rootfs(args):
-    """The cached root file system, built first if needed."""
-    os.makedirs(CACHE_DIR, exist_ok=True)
-    key = rootfs_key()
-    root = os.path.join(CACHE_DIR, key)
-    with open(os.path.join(CACHE_DIR, ".lock"), "w") as lock:
+def prepare_rootfs(args, packages=GUEST_PACKAGES, cache_dir=CACHE_DIR):
+    """The cached root file system, built first if needed. A suite with
+    other PACKAGES keeps its own CACHE_DIR, so the suites do not evict
+    each other's."""
+    os.makedirs(cache_dir, exist_ok=True)
+    key = rootfs_key(packages)
+    root = os.path.join(cache_dir, key)
+    with open(os.path.join(cache_dir, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if args.rebuild_rootfs and os.path.isdir(root):
             shutil.rmtree(root)
         if os.path.isfile(os.path.join(root, ".epolld-complete")):
             return root, "cached"
-        for old in glob.glob(os.path.join(CACHE_DIR, "*")):
+        for old in glob.glob(os.path.join(cache_dir, "*")):
             shutil.rmtree(old, ignore_errors=True)
         sources = apt_sources()
         if not sources:
@@ -165,7 +167,7 @@ def prepare_rootfs(args):
         partial = root + ".partial"
         started = time.monotonic()
         run(["mmdebstrap", "--mode=root", "--variant=essential",
-             "--include=" + ",".join(GUEST_PACKAGES),
+             "--include=" + ",".join(packages),
              # No login prompt on the container's console.
              "--customize-hook=systemctl --root=\"$1\" mask console-getty.service",
              SUITE, partial, *sources], timeout=args.rootfs_timeout)
@@ -221,34 +223,35 @@ def cgroup_bases():
     return bases
 
 
-def is_running_test(pid):
+def is_running_test(pid, script="boot_test.py"):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"boot_test.py" in f.read()
+            return script.encode() in f.read()
     except OSError:
         return False
 
 
-def clean_stale():
-    """Remove what an earlier run that was killed outright left behind:
-    its container (found by cgroup), cgroups and work directory."""
+def clean_stale(machine=MACHINE, script="boot_test.py"):
+    """Remove what an earlier run of SCRIPT that was killed outright left
+    behind: its container (found by cgroup), cgroups and work directory.
+    Each suite has its own MACHINE prefix, so two suites can run at once."""
     cleaned = []
     for base in cgroup_bases():
-        for path in glob.glob(os.path.join(base, MACHINE + "-*")):
+        for path in glob.glob(os.path.join(base, machine + "-*")):
             pid = path.rsplit("-", 1)[1]
-            if pid.isdigit() and not is_running_test(int(pid)):
+            if pid.isdigit() and not is_running_test(int(pid), script):
                 if kill_cgroup(path) and remove_cgroup(path):
                     cleaned.append(path)
-    for path in glob.glob(f"/var/tmp/{MACHINE}-*"):
-        pid = os.path.basename(path)[len(MACHINE) + 1:].split("-")[0]
-        if pid.isdigit() and not is_running_test(int(pid)) and not any(
-                glob.glob(os.path.join(b, f"{MACHINE}-{pid}"))
+    for path in glob.glob(f"/var/tmp/{machine}-*"):
+        pid = os.path.basename(path)[len(machine) + 1:].split("-")[0]
+        if pid.isdigit() and not is_running_test(int(pid), script) and not any(
+                glob.glob(os.path.join(b, f"{machine}-{pid}"))
                 for b in cgroup_bases()):
             shutil.rmtree(path, ignore_errors=True)
             cleaned.append(path)
-    for path in glob.glob(f"/run/systemd/nspawn/propagate/{MACHINE}-*"):
+    for path in glob.glob(f"/run/systemd/nspawn/propagate/{machine}-*"):
         pid = path.rsplit("-", 1)[1]
-        if pid.isdigit() and not is_running_test(int(pid)):
+        if pid.isdigit() and not is_running_test(int(pid), script):
             try:
                 os.rmdir(path)
             except OSError:
@@ -294,10 +297,12 @@ def remove_cgroup(cgroup):
 
 
 class Container:
-    def __init__(self, root, work):
+    def __init__(self, root, work, machine=MACHINE, nspawn_args=()):
+        """NSPAWN_ARGS: more systemd-nspawn options (--bind-ro=, say)."""
         self.root = root
         self.work = work
-        self.name = f"{MACHINE}-{os.getpid()}"
+        self.name = f"{machine}-{os.getpid()}"
+        self.nspawn_args = list(nspawn_args)
         self.nspawn = None
         self.leader = None
         self.cgroups = []
@@ -322,7 +327,7 @@ class Container:
                "--machine", self.name, "--keep-unit", "--register=no",
                "--private-network", "--console=read-only",
                "--link-journal=no", "--resolv-conf=off", "--timezone=off",
-               "--boot"]
+               *self.nspawn_args, "--boot"]
         with open(self.console, "wb") as out:
             self.nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
                                            stdout=out, stderr=subprocess.STDOUT,

@@ -18,7 +18,10 @@ static const struct good goods[] = {
         { "[::1]:8001", 1, { "[::1]:8001" } },
         { "[::]:1", 1, { "[::]:1" } },
         { "[2001:db8::42]:443", 1, { "[2001:db8::42]:443" } },
-        { "[::ffff:127.0.0.1]:9", 1, { "[::ffff:127.0.0.1]:9" } },
+        { "[::127.0.0.1]:9", 1, { "[::127.0.0.1]:9" } }, /* IPv4-compatible: not mapped */
+        { "[::ffff:0:127.0.0.1]:9", 1, { "[::ffff:0:7f00:1]:9" } }, /* IPv4-translated */
+        { "*:1", 2, { "0.0.0.0:1", "[::]:1" } },
+        { "*:65535", 2, { "0.0.0.0:65535", "[::]:65535" } },
         { "*:8001", 2, { "0.0.0.0:8001", "[::]:8001" } },
 };
 
@@ -52,6 +55,16 @@ static const struct bad bads[] = {
         { "*", "missing ':PORT' after '*' (" FORMS ")" },
         { "*:", "missing port after ':' (" FORMS ")" },
         { "*:http", "port 'http' is not a number" },
+        /* one port for both families: the kernel would pick two */
+        { "*:0", "*:0 would bind IPv4 and IPv6 on different ports; use 0.0.0.0:0 or [::]:0" },
+        { "*:00", "*:0 would bind IPv4 and IPv6 on different ports; use 0.0.0.0:0 or [::]:0" },
+        /* an IPV6_V6ONLY socket cannot bind an IPv4-mapped address */
+        { "[::ffff:127.0.0.1]:9", "IPv4-mapped address '::ffff:127.0.0.1' cannot be bound (IPv6 "
+                                  "sockets are IPV6_V6ONLY); use 127.0.0.1:PORT" },
+        { "[::ffff:7f00:1]:9", "IPv4-mapped address '::ffff:7f00:1' cannot be bound (IPv6 "
+                               "sockets are IPV6_V6ONLY); use 127.0.0.1:PORT" },
+        { "[0:0:0:0:0:ffff:0.0.0.0]:0", "IPv4-mapped address '0:0:0:0:0:ffff:0.0.0.0' cannot be "
+                                        "bound (IPv6 sockets are IPV6_V6ONLY); use 0.0.0.0:PORT" },
 };
 
 static void test_good(const struct good *g)

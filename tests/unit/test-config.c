@@ -70,6 +70,40 @@ static const struct bad bads[] = {
         { "[server]\nuser = -x\n", "2: user: invalid user name '-x'" },
         { "[server]\nuser = nobody\nuser = nobody\n",
           "3: duplicate key 'user' (first set on line 2)" },
+        /* No line is indented but blank lines and comments: inih would make
+         * it a continuation of the previous value, or a key or section. */
+        { "[server]\nlisten = 127.0.0.1:1\n  127.0.0.1:2\n",
+          "3: indented line continues 'listen' from line 2 (continuation lines are not allowed; "
+          "repeat the key)" },
+        { "[server]\nlisten = 127.0.0.1:1\n  [::1]:2\n",
+          "3: indented line continues 'listen' from line 2 (continuation lines are not allowed; "
+          "repeat the key)" },
+        { "[server]\nlisten = 127.0.0.1:1\n\t[log]\nlevel = info\n",
+          "3: indented line continues 'listen' from line 2 (continuation lines are not allowed; "
+          "repeat the key)" },
+        { "  max_events = 5\n", "1: indented line (keys and sections must not be indented)" },
+        { "[server]\n  max_events = 5\n",
+          "2: indented line (keys and sections must not be indented)" },
+        { "[server]\n\tbacklog = 5\n",
+          "2: indented line (keys and sections must not be indented)" },
+        { "[server]\nbacklog = 5\n[log]\n level = info\n",
+          "4: indented line (keys and sections must not be indented)" },
+        { " [server]\n", "1: indented line (keys and sections must not be indented)" },
+        { "[server]\n  garbage\n", "2: indented line (keys and sections must not be indented)" },
+        /* a section line holds the section and at most a comment */
+        { "[server] junk\n", "1: unexpected text after [server]: 'junk'" },
+        { "[server]junk\nbacklog = 1\n", "1: unexpected text after [server]: 'junk'" },
+        { "[server]]\n", "1: unexpected text after [server]: ']'" },
+        { "[log] # not a comment here\n",
+          "1: unexpected text after [log]: '# not a comment here'" },
+        { "[server];x\n", "1: unexpected text after [server]: ';x'" },
+        { "[server]\n[log] level = info\n", "2: unexpected text after [log]: 'level = info'" },
+        { "[server]\nlisten = *:0\n",
+          "2: listen: invalid address '*:0': *:0 would bind IPv4 and IPv6 on different ports; "
+          "use 0.0.0.0:0 or [::]:0" },
+        { "[server]\nlisten = [::ffff:127.0.0.1]:1\n",
+          "2: listen: invalid address '[::ffff:127.0.0.1]:1': IPv4-mapped address "
+          "'::ffff:127.0.0.1' cannot be bound (IPv6 sockets are IPV6_V6ONLY); use 127.0.0.1:PORT" },
         /* only the first error is reported, even after a syntax error */
         { "[server]\nbogus\nport = 1\n",
           "2: syntax error (expected [section], key = value or a comment)" },
@@ -96,6 +130,25 @@ static int parse(const char *ini, struct config *c, char *err)
 
         fclose(f);
         return r;
+}
+
+/* Lines that look odd but are fine: comments and blank lines may be
+ * indented, a section line may end in white space or a ; comment. */
+static void test_good_lines(void)
+{
+        static const char *const goods[] = {
+                "[server] ; the server\nbacklog = 3\n",
+                "[server]\t\nbacklog = 3\n",
+                "[server]\r\nbacklog = 3\r\n",
+                "[server]\n  ; an indented comment\n\t# another\nbacklog = 3\n \t \n",
+                "[server]\nlisten = 127.0.0.1:1\n   \nlisten = 127.0.0.1:2\nbacklog = 3\n",
+        };
+        char err[CONFIG_ERROR_MAX];
+        struct config c;
+
+        for (size_t i = 0; i < sizeof(goods) / sizeof(goods[0]); i++)
+                CHECK(parse(goods[i], &c, err) == 0 && c.backlog == 3, "refused: %s: %s", goods[i],
+                      err);
 }
 
 static void test_defaults(void)
@@ -189,6 +242,69 @@ static void test_nul_byte(void)
         CHECK_STR(err, "t.ini:2: NUL byte in line", "NUL byte, last line");
 }
 
+/* An endless stream of BYTE: /dev/zero, or a device that never ends. */
+struct endless {
+        char byte;
+        size_t served;
+};
+
+static ssize_t endless_read(void *cookie, char *buf, size_t size)
+{
+        struct endless *e = cookie;
+
+        memset(buf, e->byte, size);
+        e->served += size;
+        return (ssize_t)size;
+}
+
+static void test_stops_at_first_error(void)
+{
+        struct endless e = { .byte = '\0' };
+        FILE *f = fopencookie(&e, "r", (cookie_io_functions_t){ .read = endless_read });
+        char err[CONFIG_ERROR_MAX];
+        struct config c;
+        int r = config_parse_stream(&c, f, "t.ini", err);
+
+        fclose(f);
+        CHECK(r == -1, "endless NUL bytes accepted");
+        CHECK_STR(err, "t.ini:1: NUL byte in line", "endless NUL bytes");
+        CHECK(e.served <= 65536, "read %zu bytes after the first error", e.served);
+}
+
+static void test_size_limit(void)
+{
+        static const char line[] = "# 40 characters of comment, newline incl\n";
+        size_t size = CONFIG_FILE_MAX + 1, n = sizeof(line) - 1;
+        struct endless e = { .byte = '#' };
+        char *ini = malloc(size), err[CONFIG_ERROR_MAX];
+        struct config c;
+        FILE *f;
+        int r;
+
+        CHECK(ini != NULL, "malloc");
+        if (!ini)
+                return;
+        for (size_t at = 0; at < size; at += n)
+                memcpy(ini + at, line, size - at < n ? size - at : n);
+        ini[size - 1] = '\n';
+        f = fmemopen(ini, size - 1, "r");
+        r = config_parse_stream(&c, f, "t.ini", err);
+        fclose(f);
+        CHECK(r == 0, "a file of exactly %d bytes: %s", CONFIG_FILE_MAX, err);
+        f = fmemopen(ini, size, "r");
+        r = config_parse_stream(&c, f, "t.ini", err);
+        fclose(f);
+        CHECK(r == -1, "a file of %zu bytes accepted", size);
+        CHECK_STR(err, "t.ini: larger than 1048576 bytes", "one byte too many");
+        free(ini);
+        /* "#####..." forever: one line too long, then nothing more is read */
+        f = fopencookie(&e, "r", (cookie_io_functions_t){ .read = endless_read });
+        r = config_parse_stream(&c, f, "t.ini", err);
+        fclose(f);
+        CHECK_STR(err, "t.ini:1: line too long (at most 199 characters)", "endless line");
+        CHECK(e.served <= 65536, "read %zu bytes after the first error", e.served);
+}
+
 static void test_missing_file(void)
 {
         char err[CONFIG_ERROR_MAX];
@@ -198,17 +314,22 @@ static void test_missing_file(void)
         CHECK_STR(err, "/nonexistent/epolld.ini: cannot open: No such file or directory",
                   "missing file");
         CHECK(config_load(&c, "/", err) == -1, "a directory loaded");
-        CHECK_STR(err, "/: read error: Is a directory", "directory");
+        CHECK_STR(err, "/: not a regular file", "directory");
+        CHECK(config_load(&c, "/dev/zero", err) == -1, "/dev/zero loaded");
+        CHECK_STR(err, "/dev/zero: not a regular file", "/dev/zero");
 }
 
 int main(void)
 {
         for (size_t i = 0; i < sizeof(bads) / sizeof(bads[0]); i++)
                 test_bad(&bads[i]);
+        test_good_lines();
         test_defaults();
         test_every_key();
         test_long_lines();
         test_nul_byte();
+        test_stops_at_first_error();
+        test_size_limit();
         test_missing_file();
         return check_summary();
 }

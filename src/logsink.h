@@ -1,0 +1,26 @@
+/* logsink.h - where log lines go (stderr or the journal), without ever
+ * blocking. log.c decides what to write; this says whether it got out. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct log_fields;
+
+/* Looks at what stderr is and whether it is the journal's stream; called
+ * once at start (a re-exec'd image calls it again). */
+void logsink_init(void);
+
+/* Writes one entry without blocking. True if it got out, or its start did
+ * (the rest goes out before anything else); false if nothing was written. */
+bool logsink_write(int priority, const struct log_fields *fields, const char *msg);
+
+/* True while a partly written line waits for its end to go out. */
+bool logsink_pending(void);
+
+/* CLOCK_MONOTONIC in milliseconds (also the rate limits' clock). */
+uint64_t logsink_now_ms(void);
+
+/* At exit only: waits at most MS milliseconds for the output to take a
+ * line (and for a partly written line to be finished). */
+void logsink_wait_writable(int ms);
