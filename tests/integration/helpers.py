@@ -12,11 +12,13 @@ the daemon holds unwritten replies (EPOLLOUT) or stopped reading a
 connection (no EPOLLIN); SIOCINQ on a copy of a connection's server end
 tells how many bytes the daemon has not read yet.
 """
+import contextlib
 import fcntl
 import os
 import re
 import select
 import shutil
+import signal
 import socket
 import struct
 import tempfile
@@ -293,6 +295,24 @@ def proc_cpu_seconds(pid):
 def start_time(pid):
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def stopped(pid):
+    """True if PID is in state T (stopped by a signal)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()[0] == "T"
+
+
+@contextlib.contextmanager
+def frozen(pid):
+    """PID is SIGSTOPped inside, SIGCONTinued at the end: what is sent or
+    connected meanwhile lands in one epoll_wait batch, in that order."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: stopped(pid), what=f"pid {pid} to stop")
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def listening_ports():

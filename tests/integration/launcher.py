@@ -13,14 +13,16 @@ Launcher.start() runs the daemon with options, however a test needs it:
   - through systemd-socket-activate (activate=), which listens first and
     execs the daemon on the first connection (trigger());
   - from another binary (exe=, e.g. a copy), as another user (user=), with
-    a fake NOTIFY_SOCKET (notify=), under a wrapper such as valgrind
-    (wrapper=), with stderr in a given file or stdio closed.
+    a fake NOTIFY_SOCKET (notify=), under a wrapper such as valgrind or a
+    mount namespace of its own (wrapper=, mount_namespace()), with stderr
+    in a given file, on a descriptor of the test's (a pipe, socket or
+    terminal nobody reads), or stdio closed.
 By default it returns once the daemon is ready: READY=1 from its pid when it
 has a notify socket, else its "started" log line, or below level info every
 port in state LISTEN.
 
 The daemon's stderr goes to a file, never to a pipe, so a chatty daemon can
-never block. Its environment is the tests' without the variables through
+never block (unless a test passes its own descriptor, to see exactly that). Its environment is the tests' without the variables through
 which systemd talks to a service; a test sets those it needs. The `epolld`
 fixture (conftest.py) is a Launcher: at teardown it stops every process the
 test started, by its pid, prints their logs if the test failed, and fails
@@ -38,7 +40,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -94,11 +98,65 @@ def user_popen_args(name):
             "extra_groups": sorted(os.getgrouplist(name, pw.pw_gid))}
 
 
-def run_epolld(*args, timeout=TIMEOUT, exe=None, user=None):
-    """Runs epolld to completion (for options that make it exit at once)."""
+def run_epolld(*args, timeout=TIMEOUT, exe=None, user=None, env=None):
+    """Runs epolld to completion (for options that make it exit at once);
+    ENV: variables to add to daemon_env()."""
     return subprocess.run([exe or EPOLLD, *args], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, env=daemon_env(), timeout=timeout,
+                          text=True, env=daemon_env(env), timeout=timeout,
                           **(user_popen_args(user) if user else {}))
+
+
+CAP_SYS_ADMIN = 21
+# What the probe does inside the new namespace: what the tests' scripts do.
+_MOUNT_PROBE = 'mount -t tmpfs tmpfs "$1"'
+
+
+def _has_capability(bit):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> bit & 1)
+    return False
+
+
+@lru_cache(maxsize=None)
+def _unshare_flags():
+    """(flags of the first unshare that can mount in its namespace, None)
+    or (None, why not). As root, plain -m first: it needs no user
+    namespaces, which many containers lack; then -Urm, which needs no
+    capability where unprivileged user namespaces are allowed."""
+    if not shutil.which("unshare"):
+        return None, "needs unshare(1) (util-linux) to make a mount namespace"
+    tried = []
+    for flags in ((["-m"], ["-Urm"]) if os.geteuid() == 0 else (["-Urm"],)):
+        with tempfile.TemporaryDirectory() as mnt:
+            r = subprocess.run(["unshare", *flags, "--propagation", "private", "--", "/bin/sh",
+                                "-c", _MOUNT_PROBE, "sh", mnt],
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=TIMEOUT)
+        if r.returncode == 0:
+            return flags, None
+        tried.append(f"unshare {flags[0]}: {r.stderr.strip() or f'status {r.returncode}'}")
+    if os.geteuid() == 0 and not _has_capability(CAP_SYS_ADMIN):
+        why = "needs CAP_SYS_ADMIN to make a mount namespace (unshare -m)"
+    elif os.geteuid() == 0:
+        why = "cannot make a mount namespace although CAP_SYS_ADMIN is held"
+    else:
+        why = "needs root with CAP_SYS_ADMIN, or user namespaces, to make a mount namespace"
+    return None, f"{why}; tried " + "; ".join(tried)
+
+
+def mount_namespace(script, *args):
+    """A wrapper= that starts the daemon in a mount namespace of its own
+    (private propagation: nothing outside changes) after the shell SCRIPT,
+    which sees ARGS as $1... and must end in `exec "$@"` (the daemon's
+    argv). unshare and sh exec in place: the pid stays the daemon's.
+    Skips the test, naming exactly what is missing, where no unshare can
+    mount."""
+    flags, why = _unshare_flags()
+    if flags is None:
+        pytest.skip(why)
+    return ["unshare", *flags, "--propagation", "private", "--", "/bin/sh", "-c", script, "sh",
+            *args]
 
 
 def ini_text(listen, server=None, level="info"):
@@ -156,12 +214,13 @@ def _listening_address(fd):
 
 class Daemon:
     """One started process (the daemon, or systemd-socket-activate or a shim
-    that exec it in place: same pid) with its log (stderr) in a file."""
+    that exec it in place: same pid) with its log (stderr) in a file
+    (log_path None, log() empty, where stderr was a descriptor of the test's)."""
 
     def __init__(self, proc, log_path, config=None, addresses=()):
         self.proc = proc
         self.pid = proc.pid
-        self.log_path = Path(log_path)
+        self.log_path = Path(log_path) if log_path is not None else None
         self.config = Path(config) if config else None
         self.hosts = [h for h, _ in addresses]
         self.ports = [p for _, p in addresses]
@@ -173,7 +232,7 @@ class Daemon:
     # --- the log ---
 
     def log(self):
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
 
     def lines(self):
         return self.log().splitlines()
@@ -341,8 +400,12 @@ class Launcher:
           is then READY=1 from the daemon's pid.
         env: variables to add; watchdog_pid_self: WATCHDOG_PID = own pid.
         exe: the binary (default self.exe); user: run as that user;
-        stderr: the log file (appended to); close_stdio: fds 0-2 closed;
-        wrapper: argv prefix (valgrind ...); wait: False returns at once."""
+        stderr: the log file (appended to), or an fd (int) that becomes
+          the daemon's stderr as it is (the test closes its copy; no log
+          then: readiness is READY=1 with notify, else every port in
+          LISTEN); close_stdio: fds 0-2 closed;
+        wrapper: argv prefix (valgrind ..., mount_namespace(...));
+        wait: False returns at once."""
         extra = dict(env or {})
         if notify is not None:
             extra["NOTIFY_SOCKET"] = notify.path
@@ -398,11 +461,16 @@ class Launcher:
         return argv
 
     def _spawn(self, argv, env, conf, addresses, fds, user, stderr, close_stdio):
-        log_path = Path(stderr) if stderr else self.workdir / f"epolld-{self._n}.log"
         kw = {"env": env, "cwd": self.workdir, "pass_fds": tuple(fds)}
         if user:
             kw.update(user_popen_args(user))
-        if close_stdio:
+        log_path = None if isinstance(stderr, int) else \
+            Path(stderr) if stderr else self.workdir / f"epolld-{self._n}.log"
+        if log_path is None:
+            with open(self.workdir / f"epolld-{self._n}.stdout", "wb") as out:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=stderr, **kw)
+        elif close_stdio:
             log_path.touch()
             proc = subprocess.Popen(argv, preexec_fn=_close_stdio, **kw)
         else:
@@ -425,7 +493,7 @@ class Launcher:
         while d.proc.poll() is None and time.monotonic() < deadline:
             # Below level info there is no "started" line: then ready
             # means every port is in state LISTEN.
-            if " started: " in d.log() if level in ("info", "debug") \
+            if " started: " in d.log() if level in ("info", "debug") and d.log_path \
                     else set(d.ports) <= listening_ports():
                 return True
             time.sleep(0.005)
@@ -460,7 +528,7 @@ class Launcher:
             if failed:  # shown with the failure, under "Captured stdout teardown"
                 state = "running" if status is None else f"had exited with status {status}"
                 print(f"--- pid {d.pid} ({state} at teardown), {d.log_path}:\n{d.tail(60)}")
-            if d.log_path.exists() and SANITIZER_REPORT.search(d.log()):
+            if d.log_path and d.log_path.exists() and SANITIZER_REPORT.search(d.log()):
                 reports.append(d.tail(80))
         for n in self.notifies:
             n.close()
