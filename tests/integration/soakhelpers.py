@@ -1,6 +1,5 @@
-"""soakhelpers.py - the pieces of test_soak.py that are not the scenario:
-the daemon's process figures (/proc), a fake NOTIFY_SOCKET that records
-what sd_notify sends, percentiles, and the probe.
+"""soakhelpers.py - the pieces of test_soak.py that are not the scenario
+and that no other test needs: percentiles, and the probe.
 
 The probe runs as its own process (`python3 soakhelpers.py probe HOST
 PORT ...`) so that its latencies measure the daemon, not the test's GIL
@@ -11,42 +10,12 @@ seconds until a line arrives on its stdin, and prints its figures as JSON.
 Every wait is bounded.
 """
 import json
-import os
 import select
 import socket
 import sys
-import threading
 import time
 
 REPLY = b"Hi!"
-
-
-def fd_count(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
-def free_port(host="127.0.0.1"):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def has_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def is_asan_build(path):
@@ -61,57 +30,6 @@ def percentile(values, p):
     ranked = sorted(values)
     k = max(0, min(len(ranked) - 1, int(round(p / 100.0 * len(ranked) + 0.5)) - 1))
     return ranked[k]
-
-
-class Notify:
-    """A NOTIFY_SOCKET that records every datagram, drained by a thread so
-    that sd_notify in the daemon never waits on us."""
-
-    def __init__(self, path):
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.1)
-        self.messages = []
-        self.cond = threading.Condition()
-        self.running = True
-        self.thread = threading.Thread(target=self._drain, daemon=True)
-        self.thread.start()
-
-    def _drain(self):
-        while self.running:
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with self.cond:
-                self.messages.append(data.decode(errors="replace"))
-                self.cond.notify_all()
-
-    def count(self, prefix):
-        with self.cond:
-            return sum(1 for m in self.messages if m.startswith(prefix))
-
-    def wait_for(self, prefix, n, timeout):
-        """Waits until N messages starting with PREFIX have arrived; returns
-        the Nth, or None on timeout."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                found = [m for m in self.messages if m.startswith(prefix)]
-                if len(found) >= n:
-                    return found[n - 1]
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)
-
-    def close(self):
-        self.running = False
-        self.thread.join(timeout=2)
-        self.sock.close()
 
 
 def probe_main(host, port, interval, timeout):

@@ -4,17 +4,28 @@ connection: the client's data then piles up in the kernel's buffers until
 its send() stalls, other clients are served as before, the daemon's memory
 does not grow, and when the client finally reads it gets whole "Hi!"s.
 
-Why these tests run in a network namespace of their own: a reply is 3 bytes
-per read of up to 64 KiB, and on loopback the daemon's kernel send buffer
-autotunes up to net.ipv4.tcp_wmem[2] (4 MiB here), where about 1.3 million
-unread replies fit before write() would even return EAGAIN; only then does
-the daemon's own limit come into play. Measured on this machine with the
-default sysctls, a correct daemon stopped reading only after 10-18 s and
-15-56 MiB of input, or not within 64 MiB at all - too slow and too close to
-any bound a test could set to tell it from a daemon that never stops. In its
-own namespace the test caps the send buffer at 4 KiB (tcp_wmem) and the
-receive buffer at 1 MiB (tcp_rmem), so a correct daemon stops within a
-fraction of a second, after about 1 MiB.
+Why the daemon's connections get small socket buffers here: a reply is 3
+bytes per read of up to 64 KiB, and on loopback the daemon's kernel send
+buffer autotunes up to net.ipv4.tcp_wmem[2] (4 MiB here), where about 1.3
+million unread replies fit before write() would even return EAGAIN; only
+then does the daemon's own limit come into play. Measured on this machine
+with the default sysctls, a correct daemon stopped reading only after 10-18
+s and 15-89 MiB of input (a million reads), or not within 64 MiB at all -
+too slow and too close to any bound a test could set to tell it from a
+daemon that never stops. So the daemon's send buffer is capped at 4 KiB and
+its receive buffer at 1 MiB, one of two ways:
+  - "netns": with CAP_NET_ADMIN, the test process moves into a network
+    namespace of its own, brings its loopback up and sets tcp_wmem and
+    tcp_rmem there; the daemon binds its own listener as usual.
+  - "listener": without it (a container drops CAP_NET_ADMIN by default), on
+    the machine's loopback the daemon is given its listener by socket
+    activation, made with SO_SNDBUF and SO_RCVBUF set (as a .socket unit's
+    SendBuffer= and ReceiveBuffer= do); accepted connections inherit them.
+Either way a correct daemon stops within a fraction of a second, after about
+1 MiB, and the bound on what a stalled flood may have got accepted is
+computed from the caps in force (see stall_bound); a daemon without
+backpressure goes on to FLOOD_LIMIT_BYTES. Which way ran, the bound and the
+figures are printed.
 """
 import ctypes
 import fcntl
@@ -27,26 +38,25 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPLY, assert_only_replies, exchange, recv_until_eof, reset
+from helpers import (PENDING_MAX, REPLY, assert_only_replies, exchange, recv_until_eof,
+                     reset)
 
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 TCP_WMEM = (4096, 4096, 4096)
 TCP_RMEM = (4096, 131072, 1 << 20)
+LISTENER_SNDBUF, LISTENER_RCVBUF = 2048, 1 << 19  # the kernel doubles both
 
 MESSAGE = b"0123456789abcde\n"      # 16 bytes: small messages, small reads
 FLOOD_LIMIT_BYTES = 64 << 20
 FLOOD_LIMIT_S = 20.0
 STALL_S = 1.0                          # send() refused this long = stalled
 CLIENT_SNDBUF = 65536                  # the kernel doubles it
-# What a stalled flood may have got accepted: the client's send buffer
-# (128 KiB) + the daemon's receive buffer (at most 1 MiB, TCP_RMEM) + what
-# the daemon read before it stopped: one read per reply, and the replies
-# that fit in its 4 KiB send buffer, the client's 8 KiB receive buffer and
-# the 64 pending are fewer than 4200, of a few dozen bytes each. Measured:
-# 0.3-1.2 MiB in all. 4 MiB leaves room for a slow (sanitizer) build; a
-# daemon without backpressure goes on to FLOOD_LIMIT_BYTES.
-STALL_BOUND = 4 << 20
+# What one read may take, on average, before the daemon stops: the client
+# sends small messages and the daemon reads as fast as they come, so its
+# reads are a few dozen bytes (measured: 0.3-1.2 MiB in all, receive buffer
+# included); 512 leaves room for a slow (sanitizer) build.
+READ_ALLOWANCE = 512
 
 
 def _set_lo_up():
@@ -56,25 +66,91 @@ def _set_lo_up():
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def small_buffers_netns():
-    """Moves this test process into a new network namespace with small TCP
-    buffer limits, and back afterwards (needs root, as the suite does)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+def _sysctl_max(name):
+    return int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+
+
+def _into_small_buffers_netns(libc):
+    """Moves this process into a new network namespace with loopback up and
+    small TCP buffer limits. Returns None, or why not (then the caller
+    moves back: the namespace may have been entered)."""
+    if libc.unshare(CLONE_NEWNET) != 0:
+        return f"unshare(CLONE_NEWNET): {os.strerror(ctypes.get_errno())}"
     try:
-        if libc.unshare(CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            pytest.fail(f"unshare(CLONE_NEWNET) failed: {os.strerror(err)} "
-                        "(these tests need root for a network namespace of their own)")
         _set_lo_up()
+    except OSError as e:
+        return f"bringing lo up (SIOCSIFFLAGS): {e.strerror}"
+    try:
         Path("/proc/sys/net/ipv4/tcp_wmem").write_text(" ".join(map(str, TCP_WMEM)))
         Path("/proc/sys/net/ipv4/tcp_rmem").write_text(" ".join(map(str, TCP_RMEM)))
-        yield
-    finally:
+    except OSError as e:
+        return f"setting tcp_wmem/tcp_rmem: {e.strerror}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def buffers():
+    """"netns" if this process could move into a namespace of its own (and
+    back afterwards), else "listener"; see the module's comment."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+
+    def go_home():
         if libc.setns(home, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), "setns back to the original namespace failed")
+
+    try:
+        why_not = _into_small_buffers_netns(libc)
+        if why_not:
+            go_home()
+        try:
+            yield "netns" if not why_not else f"listener (no namespace of our own: {why_not})"
+        finally:
+            if not why_not:
+                go_home()
+    finally:
         os.close(home)
+
+
+class Flood:
+    """The daemon whose connections have small buffers, and those caps."""
+
+    def __init__(self, epolld, buffers):
+        self.mode = buffers
+        if buffers == "netns":
+            self.daemon = epolld()
+            self.daemon_sndbuf, self.daemon_rcvbuf = _sysctl_max("tcp_wmem"), \
+                _sysctl_max("tcp_rmem")
+            return
+        with socket.socket() as l:
+            l.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LISTENER_SNDBUF)
+            l.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, LISTENER_RCVBUF)
+            l.bind(("127.0.0.1", 0))
+            l.listen()
+            self.daemon_sndbuf = l.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            self.daemon_rcvbuf = l.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            self.daemon = epolld.start(epolld.config("activated.ini", level="info"),
+                                       fds=[l.fileno()], names=["epolld.socket"])
+
+    def stall_bound(self, client):
+        """What a stalled flood from CLIENT may have got accepted: its own
+        send buffer, the daemon's receive buffer, and what the daemon read
+        before it stopped - one read per reply, and the replies that fit in
+        its send buffer, the client's receive buffer and the 64 pending."""
+        client_sndbuf = client.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        client_rcvbuf = client.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        reads = (self.daemon_sndbuf + client_rcvbuf + PENDING_MAX) // len(REPLY)
+        return client_sndbuf + self.daemon_rcvbuf + reads * READ_ALLOWANCE
+
+    def report(self, capsys, text):
+        with capsys.disabled():
+            print(f"\nbackpressure ({self.mode}; daemon's buffers: send {self.daemon_sndbuf}, "
+                  f"receive {self.daemon_rcvbuf}): {text}")
+
+
+@pytest.fixture
+def flood(epolld, buffers):
+    return Flood(epolld, buffers)
 
 
 def tcp_queues(local_port, remote_port):
@@ -132,7 +208,8 @@ def backpressured_client(d, attempts=3):
     for _ in range(attempts):
         s = flooder(d)
         cport = s.getsockname()[1]
-        conn_id = int(d.wait_log(rf"^info: accepted connection #(\d+) from 127\.0\.0\.1:{cport} ")[1])
+        accepted = rf"^info: accepted connection #(\d+) from 127\.0\.0\.1:{cport} "
+        conn_id = int(d.wait_log(accepted)[1])
         try:
             result = flood_until_stalled(d, s)
         except BaseException:
@@ -144,8 +221,8 @@ def backpressured_client(d, attempts=3):
     raise AssertionError(f"TCP stalled all {attempts} floods before the daemon had to stop reading")
 
 
-def test_flooding_client_that_never_reads(epolld):
-    d = epolld()
+def test_flooding_client_that_never_reads(flood, capsys):
+    d = flood.daemon
     for _ in range(20):  # warm up: the first connections touch what they need
         with d.connect() as s:
             assert exchange(s, MESSAGE * 100) == REPLY
@@ -155,8 +232,9 @@ def test_flooding_client_that_never_reads(epolld):
     s, conn_id, total, took = backpressured_client(d)
     try:
         cport = s.getsockname()[1]
-        print(f"flood: {total} bytes accepted, stalled after {took:.2f} s")
-        assert total < STALL_BOUND, f"{total} bytes accepted before the stall"
+        bound = flood.stall_bound(s)
+        flood.report(capsys, f"{total} bytes accepted, stalled after {took:.2f} s; bound {bound}")
+        assert total < bound, f"{total} bytes accepted before the stall"
 
         # The daemon holds unread data and does not touch it.
         unread = tcp_queues(d.port, cport)[1]
@@ -186,9 +264,12 @@ def test_flooding_client_that_never_reads(epolld):
     print(f"the flooding client got {len(data) // 3} replies")
 
 
-def test_reset_while_backpressured(epolld):
-    d = epolld()
-    s, conn_id, _, _ = backpressured_client(d)
+def test_reset_while_backpressured(flood, capsys):
+    d = flood.daemon
+    s, conn_id, total, took = backpressured_client(d)
+    bound = flood.stall_bound(s)
+    flood.report(capsys, f"{total} bytes accepted, stalled after {took:.2f} s; bound {bound}")
+    assert total < bound, f"{total} bytes accepted before the stall"
     reset(s)
     d.wait_log(rf"^info: closed connection #{conn_id} \(reset by peer\) after \d+ replies")
     with d.connect() as other:

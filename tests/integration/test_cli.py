@@ -5,7 +5,8 @@ import socket
 
 import pytest
 
-from conftest import EX_CONFIG, EX_OK, EX_OSERR, EX_USAGE, free_port, run_epolld
+from helpers import EX_CONFIG, EX_OK, EX_OSERR, EX_USAGE, free_port
+from launcher import run_epolld
 
 USAGE = "Usage: epolld [-c FILE | --config FILE] [-t | --check-config]"
 

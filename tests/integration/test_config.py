@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from conftest import EX_CONFIG, EX_OK, free_port, listening_ports, run_epolld
+from helpers import EX_CONFIG, EX_OK, free_port, listening_ports
+from launcher import run_epolld
 
 FORMS = "expected A.B.C.D:PORT, [IPv6]:PORT or *:PORT"
 LEVELS = "expected emerg, alert, crit, err, warning, notice, info or debug"

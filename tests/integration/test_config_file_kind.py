@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from conftest import EX_CONFIG, EX_OK, exchange, run_epolld
+from helpers import EX_CONFIG, EX_OK, exchange
+from launcher import run_epolld
 
 SIZE_MAX = 1048576
 BOUND = 5.0  # seconds: every verdict here comes in milliseconds

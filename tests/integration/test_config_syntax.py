@@ -4,7 +4,8 @@ text after a section header, "*:0", an IPv4-mapped IPv6 address. Each is a
 file that passes -t can start."""
 import pytest
 
-from conftest import EX_CONFIG, EX_OK, free_port, run_epolld
+from helpers import EX_CONFIG, EX_OK, free_port
+from launcher import run_epolld
 
 CONTINUATION = "continuation lines are not allowed; repeat the key"
 INDENTED = "indented line (keys and sections must not be indented)"

@@ -10,7 +10,7 @@ root) to just above the descriptors it holds, as libuv's test-emfile does.
 import resource
 import time
 
-from conftest import REPLY, exchange, proc_fds, recv_exact, recv_for
+from helpers import REPLY, exchange, proc_fds, recv_exact, recv_for
 
 RETRY_S = 0.1
 CPU_WINDOW_S = 2.0

@@ -17,8 +17,7 @@ import time
 
 import pytest
 
-from rxhelpers import (HEADER, STATE_MAGIC, ask, connect, free_port, rx,  # noqa: F401
-                       sees_eof)
+from helpers import HEADER, STATE_MAGIC, ask, connect, sees_eof
 
 HOLD = 5
 RECORD_V2 = struct.Struct("=QQQQII")  # ino, id, replies, last_ms, pending, flags
@@ -68,13 +67,10 @@ def store():
     s.close()
 
 
-def start(rx, store, env=None, idle=0):
-    port = free_port()
-    conf = rx.workdir / "epolld.ini"
-    conf.write_text(f"[server]\nlisten = 127.0.0.1:{port}\nidle_timeout = {idle}\n"
-                    "[log]\nlevel = info\n")
-    d = rx.start(port=port, conf=str(conf), env={"NOTIFY_SOCKET": store.path, **(env or {})})
-    clients = [connect(port) for _ in range(HOLD)]
+def start(epolld, store, env=None, idle=0):
+    d = epolld.start(listen=("127.0.0.1",), level="info", server={"idle_timeout": idle},
+                     env={"NOTIFY_SOCKET": store.path, **(env or {})})
+    clients = [connect(d.port) for _ in range(HOLD)]
     for c in clients:
         ask(c)
     return d, clients
@@ -105,8 +101,8 @@ def state_count(fd):
     return count
 
 
-def test_boxes_go_before_the_state_and_counts_are_true(rx, store):
-    d, clients = start(rx, store)
+def test_boxes_go_before_the_state_and_counts_are_true(epolld, store):
+    d, clients = start(epolld, store)
     d.signal(15)
     assert d.wait_exit() == 0
     stored = [(name, fds) for name, fds in store.stored() if not name.startswith("listen_")]
@@ -122,11 +118,11 @@ def test_boxes_go_before_the_state_and_counts_are_true(rx, store):
         c.close()
 
 
-def test_the_stored_state_carries_the_last_traffic(rx, store):
+def test_the_stored_state_carries_the_last_traffic(epolld, store):
     """With idle_timeout on, each stored record holds its connection's last
     traffic on CLOCK_MONOTONIC, so the time in the store counts as silence."""
     before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1_000_000
-    d, clients = start(rx, store, idle=60)
+    d, clients = start(epolld, store, idle=60)
     after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1_000_000
     d.signal(15)
     assert d.wait_exit() == 0
@@ -140,8 +136,8 @@ def test_the_stored_state_carries_the_last_traffic(rx, store):
         c.close()
 
 
-def test_a_refusing_store_closes_the_connections_and_says_so(rx, store):
-    d, clients = start(rx, store)
+def test_a_refusing_store_closes_the_connections_and_says_so(epolld, store):
+    d, clients = start(epolld, store)
     store.refuse()
     d.signal(15)
     assert d.wait_exit() == 0
@@ -155,10 +151,10 @@ def test_a_refusing_store_closes_the_connections_and_says_so(rx, store):
         c.close()
 
 
-def test_no_room_within_fdstore_sends_nothing(rx, store):
+def test_no_room_within_fdstore_sends_nothing(epolld, store):
     """FDSTORE=2: the listener takes one entry and the state needs one, so
     no box fits: nothing is sent and every connection is closed."""
-    d, clients = start(rx, store, env={"FDSTORE": "2"})
+    d, clients = start(epolld, store, env={"FDSTORE": "2"})
     d.signal(15)
     assert d.wait_exit() == 0
     names = [name for name, _ in store.stored()]
@@ -171,8 +167,8 @@ def test_no_room_within_fdstore_sends_nothing(rx, store):
         c.close()
 
 
-def test_room_within_fdstore_is_used(rx, store):
-    d, clients = start(rx, store, env={"FDSTORE": "3"})
+def test_room_within_fdstore_is_used(epolld, store):
+    d, clients = start(epolld, store, env={"FDSTORE": "3"})
     d.signal(15)
     assert d.wait_exit() == 0
     names = [name for name, _ in store.stored() if not name.startswith("listen_")]

@@ -8,7 +8,7 @@ either way and is tried again, at most three times."""
 import threading
 import time
 
-from conftest import REPLY, exchange, sees_eof
+from helpers import REPLY, exchange, sees_eof
 
 INTERVAL = 0.3
 TOO_LATE = 0.8  # a gap this long in the client's own schedule: inconclusive

@@ -14,20 +14,18 @@ import signal
 import struct
 import threading
 import time
-from pathlib import Path
 
-from rxhelpers import (ADOPTED, HEADER, IGNORED_STATE, STATE_MAGIC, ask, connect, free_port,
-                       ino, memfd_with, rx, state_bytes, tcp_pair)  # noqa: F401
+from helpers import (ADOPTED, HEADER, IGNORED_STATE, STATE_MAGIC, ask, connect, free_port, ino,
+                     memfd_with, state_bytes, tcp_pair)
 
 TIMEOUT_S = 2
 MARGIN = 0.8  # a shared 2-core machine: timers and re-execs run late
 RECORD_V2 = struct.Struct("=QQQQII")  # ino, id, replies, last_ms, pending, flags
 
 
-def write_conf(path, port, idle):
-    Path(path).write_text(f"[server]\nlisten = 127.0.0.1:{port}\nidle_timeout = {idle}\n"
-                          "[log]\nlevel = info\n")
-    return str(path)
+def write_conf(epolld, port, idle):
+    return epolld.config("idle.ini", listen=[f"127.0.0.1:{port}"], level="info",
+                         idle_timeout=idle)
 
 
 def state_v2(records, next_id):
@@ -81,9 +79,9 @@ def churn_until_closed(watch, last, act, every, limit):
     return watch.at - last
 
 
-def test_sigusr2_does_not_reset_the_idle_clock(rx):
+def test_sigusr2_does_not_reset_the_idle_clock(epolld):
     port = free_port()
-    d = rx.start(port=port, conf=write_conf(rx.workdir / "idle.ini", port, TIMEOUT_S))
+    d = epolld.start(write_conf(epolld, port, TIMEOUT_S))
     c, last, watch = silent_client(port)
     silence = churn_until_closed(watch, last, d.reexec, every=0.7, limit=3 * TIMEOUT_S + 1)
     print(f"silent connection closed {silence:.2f} s after its last traffic, "
@@ -91,35 +89,34 @@ def test_sigusr2_does_not_reset_the_idle_clock(rx):
     assert d.count(" started: ") >= 3, "fewer re-execs than the test means to make"
     assert TIMEOUT_S - 0.2 <= silence <= TIMEOUT_S + MARGIN, f"closed after {silence:.2f} s"
     assert watch.data == b""
-    d.wait_log("closed connection #1 (idle timeout)")
+    d.wait_text("closed connection #1 (idle timeout)")
     with connect(port) as fresh:
         ask(fresh)
     c.close()
 
 
-def test_reload_between_two_timeouts_keeps_the_clock(rx):
+def test_reload_between_two_timeouts_keeps_the_clock(epolld):
     port = free_port()
-    conf = rx.workdir / "idle.ini"
-    d = rx.start(port=port, conf=write_conf(conf, port, TIMEOUT_S))
+    d = epolld.start(write_conf(epolld, port, TIMEOUT_S))
     c, last, watch = silent_client(port)
     flip = [TIMEOUT_S]
 
     def reload():
         flip[0] = 5 - flip[0]  # 2 -> 3 -> 2 ...
-        write_conf(conf, port, flip[0])
+        write_conf(epolld, port, flip[0])
         before = d.count("reloaded configuration from")
         d.signal(signal.SIGHUP)
-        d.wait_log("reloaded configuration from", count=before + 1)
+        d.wait_text("reloaded configuration from", count=before + 1)
 
     silence = churn_until_closed(watch, last, reload, every=0.7, limit=3 * (TIMEOUT_S + 1) + 1)
     print(f"silent connection closed {silence:.2f} s after its last traffic, "
           f"{d.count('reloaded configuration from')} reload(s) meanwhile")
     assert TIMEOUT_S - 0.2 <= silence <= TIMEOUT_S + 1 + MARGIN, f"closed after {silence:.2f} s"
-    d.wait_log("closed connection #1 (idle timeout)")
+    d.wait_text("closed connection #1 (idle timeout)")
     c.close()
 
 
-def test_state_carries_the_last_traffic(rx):
+def test_state_carries_the_last_traffic(epolld):
     """A version 2 record 1.5 s silent is closed about 0.5 s after the
     start; a record of unknown time (0) and a conn without a record count
     from the adoption."""
@@ -131,23 +128,23 @@ def test_state_carries_the_last_traffic(rx):
     for s in (s_old, s_zero, s_none):
         s.close()
     port = free_port()
-    conf = write_conf(rx.workdir / "idle.ini", port, TIMEOUT_S)
+    conf = write_conf(epolld, port, TIMEOUT_S)
     start = time.monotonic()
     watches = {name: CloseWatch(c) for name, c in (("old", c_old), ("zero", c_zero),
                                                    ("none", c_none))}
-    d = rx.start(port=port, conf=conf, fds=fds, names=["conn", "conn", "conn", "state"])
+    d = epolld.start(conf, fds=fds, names=["conn", "conn", "conn", "state"])
     for fd in fds:
         os.close(fd)
-    d.wait_log("adopted 3 of 3 inherited connection(s)")
+    d.wait_text("adopted 3 of 3 inherited connection(s)")
     assert IGNORED_STATE not in d.log()
-    d.wait_log("closed connection #1 (idle timeout)", timeout=TIMEOUT_S)
+    d.wait_text("closed connection #1 (idle timeout)", timeout=TIMEOUT_S)
     assert watches["old"].at - start <= 0.5 + MARGIN, watches["old"].at - start
     for name in ("zero", "none"):
         closed = watches[name].at
         assert closed is None or closed - start >= TIMEOUT_S - 0.2, f"{name} closed early"
 
 
-def test_version_1_state_counts_from_the_adoption(rx):
+def test_version_1_state_counts_from_the_adoption(epolld):
     c, s = tcp_pair()
     state = memfd_with(state_bytes([(ino(s), 4, 1, 0, 0)], next_id=4))
     fds = [os.dup(s.fileno()), state]
@@ -155,25 +152,24 @@ def test_version_1_state_counts_from_the_adoption(rx):
     port = free_port()
     start = time.monotonic()
     watch = CloseWatch(c)
-    d = rx.start(port=port, conf=write_conf(rx.workdir / "idle.ini", port, TIMEOUT_S), fds=fds,
-                 names=["conn", "state"])
+    d = epolld.start(write_conf(epolld, port, TIMEOUT_S), fds=fds, names=["conn", "state"])
     for fd in fds:
         os.close(fd)
-    log = d.wait_log("adopted 1 of 1 inherited connection(s)")
+    log = d.wait_text("adopted 1 of 1 inherited connection(s)")
     assert IGNORED_STATE not in log and ADOPTED.search(log).group(1) == "4"
-    d.wait_log("closed connection #4 (idle timeout)", timeout=TIMEOUT_S + MARGIN + 1)
+    d.wait_text("closed connection #4 (idle timeout)", timeout=TIMEOUT_S + MARGIN + 1)
     assert TIMEOUT_S - 0.2 <= watch.at - start <= TIMEOUT_S + MARGIN + 0.5
 
 
-def test_last_traffic_in_the_future_rejects_the_state(rx):
+def test_last_traffic_in_the_future_rejects_the_state(epolld):
     c, s = tcp_pair()
     state = memfd_with(state_v2([(ino(s), 3, 0, monotonic_ms() + 60_000, 0, 0)], next_id=3))
     fds = [os.dup(s.fileno()), state]
     s.close()
-    d = rx.start(port=True, fds=fds, names=["conn", "state"])
+    d = epolld.start(listen=("127.0.0.1",), level="debug", fds=fds, names=["conn", "state"])
     for fd in fds:
         os.close(fd)
-    log = d.wait_log(IGNORED_STATE)
+    log = d.wait_text(IGNORED_STATE)
     assert "record 0: last traffic " in log and " ms is in the future" in log, log
     ask(c)
     c.close()

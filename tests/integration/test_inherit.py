@@ -17,9 +17,11 @@ import socket
 
 import pytest
 
-from rxhelpers import (ADOPTED, EX_OSERR, IGNORED_STATE, REPLY, ask, connect, fd_target, ino,
-                       memfd_with, proc_fds, recv_exact, recv_for, rx,  # noqa: F401
-                       sees_eof, socket_fd_of, state_bytes, tcp_pair, wait_until)
+from helpers import (ADOPTED, EX_OSERR, IGNORED_STATE, REPLY, ask, connect, fd_target, ino,
+                     memfd_with, proc_fds, recv_exact, recv_for, sees_eof, socket_fd_of,
+                     state_bytes, tcp_pair, wait_until)
+
+LOCAL = ("127.0.0.1",)  # the daemon's own listener, on a free port
 
 
 def holds(pid, target):
@@ -27,9 +29,10 @@ def holds(pid, target):
     return any(fd_target(pid, fd) == target for fd in proc_fds(pid))
 
 
-def start_with(rx, layout, **kw):
+def start_with(epolld, layout, **kw):
     """layout: [(fd, name)]; our copies are closed once the daemon has them."""
-    d = rx.start(port=True, fds=[fd for fd, _ in layout], names=[n for _, n in layout], **kw)
+    d = epolld.start(listen=LOCAL, level="debug", fds=[fd for fd, _ in layout],
+                     names=[n for _, n in layout], **kw)
     for fd, _ in layout:
         os.close(fd)
     return d
@@ -48,7 +51,7 @@ def pairs(n):
 def assert_fresh_and_serving(d, conns):
     """Every conn adopted with a fresh id, none sent anything unasked, each
     answers, and a new client is served with the next id."""
-    log = d.wait_log(f"notice: adopted {len(conns)} of {len(conns)} inherited connection(s)")
+    log = d.wait_text(f"notice: adopted {len(conns)} of {len(conns)} inherited connection(s)")
     ids = {int(port): int(cid) for cid, port, _ in ADOPTED.findall(log)}
     assert sorted(ids.values()) == list(range(1, len(conns) + 1)), log
     for c, _, _ in conns:
@@ -57,12 +60,12 @@ def assert_fresh_and_serving(d, conns):
         ask(c)
     with connect(d.port) as n:
         ask(n)
-    d.wait_log(f"accepted connection #{len(conns) + 1} ")
+    d.wait_text(f"accepted connection #{len(conns) + 1} ")
 
 
 # --- a valid state -----------------------------------------------------------
 
-def test_valid_state_restores_ids_and_pending_replies(rx):
+def test_valid_state_restores_ids_and_pending_replies(epolld):
     """Records restore the id, the unwritten replies (whole and partial) and
     the EOF flag; a conn without a record gets the next id after next_id;
     a record for an inode nobody passed is harmless."""
@@ -76,9 +79,9 @@ def test_valid_state_restores_ids_and_pending_replies(rx):
     state = memfd_with(state_bytes(records, next_id=10, replies=78))
     layout = [(conns[k][1], "conn") for k in names[:3]] + [(state, "state")] + \
              [(conns[k][1], "conn") for k in names[3:]]
-    d = start_with(rx, layout)
+    d = start_with(epolld, layout)
 
-    log = d.wait_log("notice: adopted 7 of 7 inherited connection(s)")
+    log = d.wait_text("notice: adopted 7 of 7 inherited connection(s)")
     assert IGNORED_STATE not in log
     ids = {int(port): int(cid) for cid, port, _ in ADOPTED.findall(log)}
     want = {k: recs[k][0] for k in recs} | {"fresh": 11}
@@ -90,14 +93,14 @@ def test_valid_state_restores_ids_and_pending_replies(rx):
     assert recv_exact(c["max192"], 192) == REPLY * 64
     assert recv_exact(c["eof3"], 3) == REPLY and sees_eof(c["eof3"])
     assert sees_eof(c["eof0"])
-    d.wait_log("closed connection #4 (closed by peer) after 0 replies")
-    d.wait_log("closed connection #2 (closed by peer) after 1 replies")
+    d.wait_text("closed connection #4 (closed by peer) after 0 replies")
+    d.wait_text("closed connection #2 (closed by peer) after 1 replies")
     for k in ("pend6", "idle", "fresh", "partial4", "max192"):
         assert recv_for(c[k], 0.05) == b"", k  # exactly what was pending, no more
         ask(c[k])
     with connect(d.port) as n:
         ask(n)
-    d.wait_log("accepted connection #12 ")
+    d.wait_text("accepted connection #12 ")
     log = d.log()
     assert "debug: connection #7: read 1 bytes" in log
     for cid in (7, 3, 11, 5, 9):
@@ -154,12 +157,12 @@ WHY = {
 
 
 @pytest.mark.parametrize("kind", list(WHY))
-def test_bad_state_is_ignored_and_connections_adopted_fresh(rx, kind):
+def test_bad_state_is_ignored_and_connections_adopted_fresh(epolld, kind):
     conns = pairs(3)
     state = memfd_with(_bad(kind, [ino(s) for _, s, _ in conns]))
-    d = start_with(rx, [(conns[0][1], "conn"), (state, "state"), (conns[1][1], "conn"),
+    d = start_with(epolld, [(conns[0][1], "conn"), (state, "state"), (conns[1][1], "conn"),
                         (conns[2][1], "conn")])
-    log = d.wait_log(IGNORED_STATE)
+    log = d.wait_text(IGNORED_STATE)
     line = next(l for l in log.splitlines() if IGNORED_STATE in l)
     assert WHY[kind] in line and line.endswith("; connections get fresh state"), line
     assert log.count(IGNORED_STATE) == 1
@@ -167,7 +170,7 @@ def test_bad_state_is_ignored_and_connections_adopted_fresh(rx, kind):
 
 
 @pytest.mark.parametrize("kind", ["duplicate id", "next_id at the top"])
-def test_state_never_makes_ids_repeat_or_zero(rx, kind):
+def test_state_never_makes_ids_repeat_or_zero(epolld, kind):
     """Ids name connections in the log and the journal (CONNECTION_ID=):
     whatever a state file says, no two connections may share one and none
     may be 0 (the reader itself rejects a record with id 0). BUG: two
@@ -181,9 +184,9 @@ def test_state_never_makes_ids_repeat_or_zero(rx, kind):
     else:
         data = state_bytes([(inodes[0], 5, 0, 0, 0), (inodes[1], 6, 0, 0, 0)], 2**64 - 1)
     state = memfd_with(data)
-    d = start_with(rx, [(conns[0][1], "conn"), (conns[1][1], "conn"), (conns[2][1], "conn"),
+    d = start_with(epolld, [(conns[0][1], "conn"), (conns[1][1], "conn"), (conns[2][1], "conn"),
                         (state, "state")])
-    log = d.wait_log("adopted 3 of 3")
+    log = d.wait_text("adopted 3 of 3")
     ids = [int(cid) for cid, _, _ in ADOPTED.findall(log)]
     assert len(set(ids)) == 3 and 0 not in ids, f"adopted ids {ids}"
     for c, _, _ in conns:
@@ -191,7 +194,7 @@ def test_state_never_makes_ids_repeat_or_zero(rx, kind):
 
 
 @pytest.mark.parametrize("kind", ["pipe", "socket"])
-def test_state_that_is_not_a_file_is_ignored(rx, kind):
+def test_state_that_is_not_a_file_is_ignored(epolld, kind):
     conns = pairs(2)
     if kind == "pipe":
         state, writer = os.pipe()
@@ -203,8 +206,8 @@ def test_state_that_is_not_a_file_is_ignored(rx, kind):
         os.write(writer, state_bytes([(ino(conns[0][1]), 1, 0, 6, 0)], 1))
     link = f"{kind}:[{ino(state)}]"
     try:
-        d = start_with(rx, [(conns[0][1], "conn"), (state, "state"), (conns[1][1], "conn")])
-        log = d.wait_log(IGNORED_STATE)
+        d = start_with(epolld, [(conns[0][1], "conn"), (state, "state"), (conns[1][1], "conn")])
+        log = d.wait_text(IGNORED_STATE)
         assert "not a regular file of a plausible size" in log
         assert_fresh_and_serving(d, conns)
         assert not holds(d.pid, link)
@@ -212,12 +215,12 @@ def test_state_that_is_not_a_file_is_ignored(rx, kind):
         os.close(writer)
 
 
-def test_second_state_file_is_closed_and_the_first_used(rx):
+def test_second_state_file_is_closed_and_the_first_used(epolld):
     conns = pairs(1)
     first = memfd_with(state_bytes([(ino(conns[0][1]), 4, 0, 3, 0)], 4))
     second = memfd_with(state_bytes([(ino(conns[0][1]), 2, 0, 6, 0)], 4))
-    d = start_with(rx, [(first, "state"), (conns[0][1], "conn"), (second, "state")])
-    log = d.wait_log("adopted 1 of 1")
+    d = start_with(epolld, [(first, "state"), (conns[0][1], "conn"), (second, "state")])
+    log = d.wait_text("adopted 1 of 1")
     assert "warning: inherited fd 5 (state) is a second state file; closing it" in log
     assert recv_exact(conns[0][0], 3) == REPLY and recv_for(conns[0][0], 0.05) == b""
     assert ADOPTED.search(log).group(1) == "4"
@@ -263,11 +266,11 @@ def _not_a_connection(kind):
 
 
 @pytest.mark.parametrize("kind", ["listening", "udp", "pipe", "unix"])
-def test_conn_that_is_not_a_tcp_connection_is_closed(rx, kind):
+def test_conn_that_is_not_a_tcp_connection_is_closed(epolld, kind):
     conns = pairs(2)
     bad, link, closed = _not_a_connection(kind)
-    d = start_with(rx, [(conns[0][1], "conn"), (bad, "conn"), (conns[1][1], "conn")])
-    log = d.wait_log("notice: adopted 2 of 2 inherited connection(s)")
+    d = start_with(epolld, [(conns[0][1], "conn"), (bad, "conn"), (conns[1][1], "conn")])
+    log = d.wait_text("notice: adopted 2 of 2 inherited connection(s)")
     assert "warning: inherited fd 4 (conn) is not a connected TCP socket; closing it" in log
     assert not holds(d.pid, link)
     if closed:
@@ -278,7 +281,7 @@ def test_conn_that_is_not_a_tcp_connection_is_closed(rx, kind):
         ask(n)
 
 
-def test_conn_that_is_an_unconnected_tcp_socket_is_closed(rx):
+def test_conn_that_is_an_unconnected_tcp_socket_is_closed(epolld):
     """A TCP socket that is neither listening nor connected (bound only, or
     fresh) is no connection either. BUG: is_connected_tcp() only checks
     "not listening", so it is adopted as a connection with an id of its
@@ -290,8 +293,8 @@ def test_conn_that_is_an_unconnected_tcp_socket_is_closed(rx):
     fresh = socket.socket()
     b, f = os.dup(bound.fileno()), os.dup(fresh.fileno())
     bound.close(), fresh.close()
-    d = start_with(rx, [(b, "conn"), (conns[0][1], "conn"), (f, "conn")])
-    log = d.wait_log("inherited connection(s)")
+    d = start_with(epolld, [(b, "conn"), (conns[0][1], "conn"), (f, "conn")])
+    log = d.wait_text("inherited connection(s)")
     ask(conns[0][0])
     log = d.log()
     assert "warning: inherited fd 3 (conn) is not a connected TCP socket; closing it" in log, log
@@ -299,13 +302,13 @@ def test_conn_that_is_an_unconnected_tcp_socket_is_closed(rx):
     assert "notice: adopted 1 of 1 inherited connection(s)" in log, log
 
 
-def test_x_fd_is_closed_silently(rx):
+def test_x_fd_is_closed_silently(epolld):
     conns = pairs(1)
     r, w = os.pipe()
     link = f"pipe:[{ino(r)}]"
     try:
-        d = start_with(rx, [(r, "x"), (conns[0][1], "conn")])
-        d.wait_log("adopted 1 of 1")
+        d = start_with(epolld, [(r, "x"), (conns[0][1], "conn")])
+        d.wait_text("adopted 1 of 1")
         assert not holds(d.pid, link)
         with pytest.raises(BrokenPipeError):
             os.write(w, b"x")
@@ -330,7 +333,7 @@ def _listening():
 
 
 @pytest.mark.parametrize("kind", ["connected", "udp", "unconnected"])
-def test_activated_fd_that_is_not_listening_stops_the_start(rx, kind):
+def test_activated_fd_that_is_not_listening_stops_the_start(epolld, kind):
     conns = pairs(2)
     if kind == "connected":
         c, s = tcp_pair()
@@ -342,7 +345,7 @@ def test_activated_fd_that_is_not_listening_stops_the_start(rx, kind):
         s.bind(("127.0.0.1", 0))
         bad = os.dup(s.fileno())
         s.close()
-    d = start_with(rx, [(conns[0][1], "conn"), (bad, "epolld.socket"), (conns[1][1], "conn")],
+    d = start_with(epolld, [(conns[0][1], "conn"), (bad, "epolld.socket"), (conns[1][1], "conn")],
                    wait=False)
     assert d.wait_exit() == EX_OSERR
     log = d.log()
@@ -352,26 +355,26 @@ def test_activated_fd_that_is_not_listening_stops_the_start(rx, kind):
         assert sees_eof(c, 2.0)
 
 
-def test_activated_listener_with_inherited_connections(rx):
+def test_activated_listener_with_inherited_connections(epolld):
     """systemctl restart of a socket-activated service: the .socket unit's
     listener and the stored conns and state come together."""
     conns = pairs(2)
     lfd, lport = _listening()
     state = memfd_with(state_bytes([(ino(conns[1][1]), 40, 3, 3, 0)], 41))
-    d = start_with(rx, [(conns[0][1], "conn"), (lfd, "epolld.socket"), (state, "state"),
+    d = start_with(epolld, [(conns[0][1], "conn"), (lfd, "epolld.socket"), (state, "state"),
                         (conns[1][1], "conn")])
-    log = d.wait_log("adopted 2 of 2")
+    log = d.wait_text("adopted 2 of 2")
     assert "using socket-activated listener 127.0.0.1:%d (fd 4)" % lport in log
     assert recv_exact(conns[1][0], 3) == REPLY
     for c, _, _ in conns:
         ask(c)
     with connect(lport) as n:
         ask(n)
-    d.wait_log("accepted connection #43 ")  # 40 restored, 42 fresh for conns[0], then 43
+    d.wait_text("accepted connection #43 ")  # 40 restored, 42 fresh for conns[0], then 43
     assert {int(cid) for cid, _, _ in ADOPTED.findall(log)} == {40, 42}
 
 
-def test_stored_listener_is_kept_and_a_broken_one_closed(rx):
+def test_stored_listener_is_kept_and_a_broken_one_closed(epolld):
     """listen_ADDR fds: the one matching the configuration is kept (same
     socket, its backlog intact), one that is not listening is closed with a
     line, one the configuration no longer has is closed."""
@@ -382,10 +385,10 @@ def test_stored_listener_is_kept_and_a_broken_one_closed(rx):
     c, s = tcp_pair()
     broken = os.dup(s.fileno())
     s.close()
-    conf = rx.config(port)
-    d = start_with(rx, [(stale, f"listen_127.0.0.1_{stale_port}"),
+    conf = epolld.config(listen=[f"127.0.0.1:{port}"], level="debug")
+    d = start_with(epolld, [(stale, f"listen_127.0.0.1_{stale_port}"),
                         (keep, f"listen_127.0.0.1_{port}"), (broken, "listen_127.0.0.1_1")],
-                   conf=conf)
+                   config=conf)
     log = d.log()
     assert "warning: inherited fd 5 (listen_127.0.0.1_1) is not a usable listening TCP socket; " \
            "closing it" in log, log
@@ -412,7 +415,7 @@ def box_with(fds):
     return os.dup(box.detach())
 
 
-def test_connbox_carries_connections_with_their_state(rx):
+def test_connbox_carries_connections_with_their_state(epolld):
     """300 connections parked in two boxes (two messages in one, one in the
     other): all adopted, the state matched by inode across boxes, and a
     box that is no socket is closed with a line while the rest survive."""
@@ -422,10 +425,10 @@ def test_connbox_carries_connections_with_their_state(rx):
     for _, s, _ in conns:
         os.close(s)  # the boxes hold them now
     not_a_box = memfd_with(b"x")
-    d = start_with(rx, [(boxes[0], "connbox"), (state, "state"), (not_a_box, "connbox"),
+    d = start_with(epolld, [(boxes[0], "connbox"), (state, "state"), (not_a_box, "connbox"),
                         (boxes[1], "connbox")])
 
-    log = d.wait_log("notice: adopted 300 of 300 inherited connection(s)")
+    log = d.wait_text("notice: adopted 300 of 300 inherited connection(s)")
     assert "(connbox) is not a connection box; closing it" in log
     assert IGNORED_STATE not in log
     # (client ports may repeat across these pairs' different listeners)
@@ -435,4 +438,4 @@ def test_connbox_carries_connections_with_their_state(rx):
         ask(c)
     with connect(d.port) as n:
         ask(n)
-    d.wait_log("accepted connection #342 ")
+    d.wait_text("accepted connection #342 ")

@@ -11,8 +11,7 @@ and closed every descriptor.
 import os
 import socket
 
-from rxhelpers import (ADOPTED, ask, connect, memfd_with, ino, rx,  # noqa: F401
-                       state_bytes, tcp_pair)
+from helpers import ADOPTED, ask, connect, ino, memfd_with, state_bytes, tcp_pair
 
 BOXES = 70
 PER_BOX = 2
@@ -28,7 +27,7 @@ def box_with(fds):
     return os.dup(box.detach())
 
 
-def test_more_boxes_than_activated_sockets_are_adopted(rx):
+def test_more_boxes_than_activated_sockets_are_adopted(epolld):
     """70 boxes of 2 connections each, plus the state: every one of the 140
     connections is adopted with its record and answers."""
     clients, boxes, records = [], [], []
@@ -46,17 +45,18 @@ def test_more_boxes_than_activated_sockets_are_adopted(rx):
     n = BOXES * PER_BOX
     state = memfd_with(state_bytes(records, next_id=n))
     layout = [(box, "connbox") for box in boxes] + [(state, "state")]
-    d = rx.start(port=True, fds=[fd for fd, _ in layout], names=[nm for _, nm in layout])
+    d = epolld.start(listen=("127.0.0.1",), level="debug", fds=[fd for fd, _ in layout],
+                     names=[nm for _, nm in layout])
     for fd, _ in layout:
         os.close(fd)
 
-    log = d.wait_log(f"notice: adopted {n} of {n} inherited connection(s)")
+    log = d.wait_text(f"notice: adopted {n} of {n} inherited connection(s)")
     assert "socket activation" not in log
     assert sorted(int(cid) for cid, _, _ in ADOPTED.findall(log)) == list(range(1, n + 1))
     for c in clients:
         ask(c)
     with connect(d.port) as fresh:
         ask(fresh)
-    d.wait_log(f"accepted connection #{n + 1} ")
+    d.wait_text(f"accepted connection #{n + 1} ")
     for c in clients:
         c.close()

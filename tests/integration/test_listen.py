@@ -3,7 +3,7 @@ and what the start-up lines say about the configuration in force."""
 import resource
 import signal
 
-from conftest import REPLY, connect, exchange
+from helpers import REPLY, connect, exchange
 
 
 def test_ipv6_loopback(epolld):
@@ -31,7 +31,7 @@ def test_wildcard_listens_on_both_families(epolld):
     d.wait_log(rf"^info: listening on \[::\]:{d.port}$")
     d.wait_log(r"^info: epolld 0\.1\.0 started: 2 listener\(s\), ")
     for host in ("127.0.0.1", "::1"):
-        with connect(host, d.port) as s:
+        with connect(d.port, host) as s:
             assert exchange(s) == REPLY, host
     d.wait_log(r"^info: accepted connection #2 from \[::1\]:\d+ ")
 

@@ -12,46 +12,26 @@ Clients are made to wait in the backlog deterministically: the daemon is
 stopped (SIGSTOP) while they connect and the signal is sent, so that the
 signal and the listener are in the same epoll_wait batch, signal first.
 """
-import os
 import re
 import signal
 import socket
 
-from rxhelpers import ask, connect, ino, rx, socket_fd_of, wait_until  # noqa: F401
+from helpers import ask, connect, frozen, ino, socket_fd_of
 
 LISTENING = re.compile(r"^info: listening on 127\.0\.0\.1:(\d+)$", re.M)
 
 
-def write_ini(path, *listen):
-    lines = ["[server]"] + [f"listen = {a}" for a in listen] + ["[log]", "level = debug"]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+def write_ini(epolld, name, *listen):
+    return epolld.config(name, listen=listen, level="debug")
 
 
-def stopped(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
-
-
-def frozen(d):
-    """Context: the daemon is SIGSTOPped inside, continued at the end."""
-    class Frozen:
-        def __enter__(self):
-            os.kill(d.pid, signal.SIGSTOP)
-            wait_until(lambda: stopped(d.pid), what="the daemon to stop")
-
-        def __exit__(self, *exc):
-            os.kill(d.pid, signal.SIGCONT)
-    return Frozen()
-
-
-def test_reexec_keeps_the_port_0_listener_and_its_backlog(rx, tmp_path):
-    conf = write_ini(tmp_path / "zero.ini", "127.0.0.1:0")
-    d = rx.start(conf=conf)
+def test_reexec_keeps_the_port_0_listener_and_its_backlog(epolld):
+    conf = write_ini(epolld, "zero.ini", "127.0.0.1:0")
+    d = epolld.start(conf)
     port = int(LISTENING.search(d.log()).group(1))
     served = connect(port)
     ask(served)
-    with frozen(d):
+    with frozen(d.pid):
         d.signal(signal.SIGUSR2)
         waiting = connect(port)  # queued in the listener's backlog across the exec
     d.wait_ready(2)
@@ -66,14 +46,14 @@ def test_reexec_keeps_the_port_0_listener_and_its_backlog(rx, tmp_path):
         c.close()
 
 
-def test_reload_keeps_the_port_0_listener(rx, tmp_path):
-    conf = write_ini(tmp_path / "zero.ini", "127.0.0.1:0")
-    d = rx.start(conf=conf)
+def test_reload_keeps_the_port_0_listener(epolld):
+    conf = write_ini(epolld, "zero.ini", "127.0.0.1:0")
+    d = epolld.start(conf)
     port = int(LISTENING.search(d.log()).group(1))
-    with frozen(d):
+    with frozen(d.pid):
         d.signal(signal.SIGHUP)
         waiting = connect(port)
-    d.wait_log("notice: reloaded configuration from ")
+    d.wait_text("notice: reloaded configuration from ")
     log = d.log()
     assert "no longer listening" not in log, log
     assert LISTENING.findall(log) == [str(port)], log
@@ -88,14 +68,14 @@ def _listening():
     return s, s.getsockname()[1]
 
 
-def test_stored_listener_for_port_0_is_adopted_after_a_restart(rx, tmp_path):
+def test_stored_listener_for_port_0_is_adopted_after_a_restart(epolld):
     """What a systemd restart hands over: our own listener in the fd store,
     named after the configured address (listen_127.0.0.1_0)."""
     stored, port = _listening()
     stored_ino = ino(stored)
     waiting = connect(port)
-    conf = write_ini(tmp_path / "zero.ini", "127.0.0.1:0")
-    d = rx.start(conf=conf, fds=[stored.fileno()], names=["listen_127.0.0.1_0"])
+    conf = write_ini(epolld, "zero.ini", "127.0.0.1:0")
+    d = epolld.start(conf, fds=[stored.fileno()], names=["listen_127.0.0.1_0"])
     stored.close()
     log = d.log()
     assert "listening on" not in log, log
@@ -106,15 +86,15 @@ def test_stored_listener_for_port_0_is_adopted_after_a_restart(rx, tmp_path):
         ask(fresh)
 
 
-def test_explicit_port_keeps_its_own_socket_next_to_a_port_0(rx, tmp_path):
+def test_explicit_port_keeps_its_own_socket_next_to_a_port_0(epolld):
     """Exact ports are matched first: `127.0.0.1:0`, listed first, must not
     take the socket `127.0.0.1:P` names (P would then be bound twice and the
     start fail), but the other stored one."""
     named, port = _listening()
     other, other_port = _listening()
     inodes = ino(named), ino(other)
-    conf = write_ini(tmp_path / "both.ini", "127.0.0.1:0", f"127.0.0.1:{port}")
-    d = rx.start(conf=conf, fds=[named.fileno(), other.fileno()],
+    conf = write_ini(epolld, "both.ini", "127.0.0.1:0", f"127.0.0.1:{port}")
+    d = epolld.start(conf, fds=[named.fileno(), other.fileno()],
                  names=[f"listen_127.0.0.1_{port}", "listen_127.0.0.1_0"])
     named.close()
     other.close()

@@ -15,48 +15,34 @@ import re
 import signal
 import socket
 
-from conftest import EX_OK, EX_OSERR
-from rxhelpers import ask, connect, free_port, rx  # noqa: F401
-from sdhelpers import has_ipv6_loopback
+from helpers import (EX_OK, EX_OSERR, REPLY, ask, connect, free_port, has_ipv6_loopback, hi,
+                     is_refused)
 
 FAILED = "err: reload failed, keeping the previous configuration"
 
 
-def write_ini(path, *listen):
-    lines = ["[server]"] + [f"listen = {a}" for a in listen] + ["[log]", "level = info"]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+def write_ini(epolld, *listen):
+    return epolld.config("epolld.ini", listen=listen, level="info")
 
 
 def served(host, port):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.settimeout(5)
-        s.connect((host, port))
-        s.sendall(b"x")
-        return s.recv(3) == b"Hi!"
+    return hi(port, host) == REPLY
 
 
-def refused(host, port):
-    with socket.socket() as s:
-        s.settimeout(5)
-        return s.connect_ex((host, port)) != 0
-
-
-def reload_refused(d, conf, *listen):
-    write_ini(conf, *listen)
+def reload_refused(epolld, d, *listen):
+    write_ini(epolld, *listen)
     d.signal(signal.SIGHUP)
-    d.wait_log(FAILED)
+    d.wait_text(FAILED)
     return d.log()
 
 
-def test_narrowing_a_wildcard_is_refused_and_changes_nothing(rx, tmp_path):
+def test_narrowing_a_wildcard_is_refused_and_changes_nothing(epolld):
     port = free_port()
-    conf = tmp_path / "epolld.ini"
-    d = rx.start(conf=write_ini(conf, f"*:{port}"))
+    conf = write_ini(epolld, f"*:{port}")
+    d = epolld.start(conf)
     before = connect(port)
     ask(before)
-    log = reload_refused(d, conf, f"127.0.0.1:{port}")
+    log = reload_refused(epolld, d, f"127.0.0.1:{port}")
     tail = log[log.index("err: cannot change"):].splitlines()[:3]
     assert tail == [
         f"err: cannot change 0.0.0.0:{port} to 127.0.0.1:{port} while running (Linux will not "
@@ -75,41 +61,39 @@ def test_narrowing_a_wildcard_is_refused_and_changes_nothing(rx, tmp_path):
     # What the message asks for: stop, start again with the new file.
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == EX_OK
-    d = rx.start(conf=str(conf))
+    d = epolld.start(conf)
     assert f"info: listening on 127.0.0.1:{port}\n" in d.log()
     assert served("127.0.0.1", port)
-    assert refused("127.0.0.2", port)
+    assert is_refused(port, "127.0.0.2")
 
 
-def test_widening_to_a_wildcard_is_refused_and_changes_nothing(rx, tmp_path):
+def test_widening_to_a_wildcard_is_refused_and_changes_nothing(epolld):
     port = free_port()
-    conf = tmp_path / "epolld.ini"
-    d = rx.start(conf=write_ini(conf, f"127.0.0.1:{port}"))
-    log = reload_refused(d, conf, f"*:{port}")
+    d = epolld.start(write_ini(epolld, f"127.0.0.1:{port}"))
+    log = reload_refused(epolld, d, f"*:{port}")
     assert re.search(
         rf"^err: cannot change 127\.0\.0\.1:{port} to 0\.0\.0\.0:{port} while running "
         r"\(Linux will not bind both on one port at once\): stop epolld and start it again "
         r"to apply this$", log, re.M), log
     assert served("127.0.0.1", port)
-    assert refused("127.0.0.2", port)
+    assert is_refused(port, "127.0.0.2")
 
 
-def test_other_ports_still_move_freely(rx, tmp_path):
+def test_other_ports_still_move_freely(epolld):
     """Only a move on one port is refused: `*:P` -> `127.0.0.1:Q` works,
     new socket bound before the old one is closed."""
     port, other = free_port(), free_port()
-    conf = tmp_path / "epolld.ini"
-    d = rx.start(conf=write_ini(conf, f"*:{port}"))
-    write_ini(conf, f"127.0.0.1:{other}")
+    d = epolld.start(write_ini(epolld, f"*:{port}"))
+    write_ini(epolld, f"127.0.0.1:{other}")
     d.signal(signal.SIGHUP)
-    log = d.wait_log("notice: reloaded configuration from ")
+    log = d.wait_text("notice: reloaded configuration from ")
     assert f"info: listening on 127.0.0.1:{other}\n" in log
     assert f"info: no longer listening on 0.0.0.0:{port}\n" in log
     assert served("127.0.0.1", other)
-    assert refused("127.0.0.1", port)
+    assert is_refused(port)
 
 
-def test_restart_handing_over_the_wildcard_fails_to_start(rx, tmp_path):
+def test_restart_handing_over_the_wildcard_fails_to_start(epolld):
     """A restart through the fd store goes through the same check: the new
     process is handed the stored 0.0.0.0:P and refuses 127.0.0.1:P with the
     same line, exit 71 (hence `systemctl stop`, then `start`)."""
@@ -117,8 +101,8 @@ def test_restart_handing_over_the_wildcard_fails_to_start(rx, tmp_path):
     stored.bind(("0.0.0.0", 0))
     stored.listen(4)
     port = stored.getsockname()[1]
-    conf = write_ini(tmp_path / "epolld.ini", f"127.0.0.1:{port}")
-    d = rx.start(conf=conf, fds=[stored.fileno()], names=[f"listen_0.0.0.0_{port}"], wait=False)
+    conf = write_ini(epolld, f"127.0.0.1:{port}")
+    d = epolld.start(conf, fds=[stored.fileno()], names=[f"listen_0.0.0.0_{port}"], wait=False)
     stored.close()
     assert d.wait_exit() == EX_OSERR
     assert (f"err: cannot change 0.0.0.0:{port} to 127.0.0.1:{port} while running (Linux will "

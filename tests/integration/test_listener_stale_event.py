@@ -14,39 +14,25 @@ accepted first. With it, both stale events are dropped; the listeners are
 level-triggered and come back with their new tags in the next batch, in
 their order: B's client is accepted first, then C's.
 """
-import os
-import re
 import signal
 
-from rxhelpers import ask, connect, free_ports, rx, wait_until  # noqa: F401
-
-ACCEPTED = re.compile(r"^info: accepted connection #(\d+) from 127\.0\.0\.1:(\d+) ", re.M)
+from helpers import ACCEPTED, ask, connect, free_ports, frozen
 
 
-def write_ini(path, ports):
-    lines = ["[server]"] + [f"listen = 127.0.0.1:{p}" for p in ports] + ["[log]", "level = info"]
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+def write_ini(epolld, ports):
+    return epolld.config("three.ini", listen=[f"127.0.0.1:{p}" for p in ports], level="info")
 
 
-def stopped(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
-
-
-def test_event_from_before_a_reload_is_not_served_on_another_listener(rx, tmp_path):
+def test_event_from_before_a_reload_is_not_served_on_another_listener(epolld):
     a, b, c = free_ports(3)
-    conf = tmp_path / "three.ini"
-    d = rx.start(conf=write_ini(conf, [a, b, c]))
-    write_ini(conf, [b, c])
-    os.kill(d.pid, signal.SIGSTOP)
-    wait_until(lambda: stopped(d.pid), what="the daemon to stop")
-    d.signal(signal.SIGHUP)
-    to_b = connect(b)
-    to_c = connect(c)
-    os.kill(d.pid, signal.SIGCONT)
-    d.wait_log("notice: reloaded configuration from ")
-    d.wait_log("info: accepted connection #2 ")
+    d = epolld.start(write_ini(epolld, [a, b, c]))
+    write_ini(epolld, [b, c])
+    with frozen(d.pid):
+        d.signal(signal.SIGHUP)
+        to_b = connect(b)
+        to_c = connect(c)
+    d.wait_text("notice: reloaded configuration from ")
+    d.wait_text("info: accepted connection #2 ")
     log = d.log()
     assert f"info: no longer listening on 127.0.0.1:{a}" in log
     order = [int(port) for _, port in ACCEPTED.findall(log)]

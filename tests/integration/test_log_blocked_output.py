@@ -27,8 +27,6 @@ import time
 
 import pytest
 
-from sdhelpers import BIN, free_port, sd  # noqa: F401
-
 CLIENTS = 20000
 CLIENT_TIMEOUT = 3.0
 STOP_TIMEOUT = 2.0
@@ -56,24 +54,21 @@ def unread_output(kind):
     return slave, master
 
 
-def start(sd, out_fd, port):
-    """The daemon with OUT_FD as its stderr; returns (Popen, notify) after READY=1."""
-    n = sd.notify()
-    conf = sd.config(listen=[f"127.0.0.1:{port}"])
-    proc = subprocess.Popen([BIN, "-c", conf], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=out_fd,
-                            env=sd.env({"NOTIFY_SOCKET": n.path}))
-    os.close(out_fd)
-    m = n.next_with("READY", "1")
-    assert m.pid == proc.pid
-    return proc, n
+def start(epolld, out_fd):
+    """The daemon with OUT_FD as its stderr; returns (Daemon, notify) after READY=1."""
+    n = epolld.notify()
+    try:
+        d = epolld.start(listen=("127.0.0.1",), level=None, notify=n, stderr=out_fd)
+    finally:
+        os.close(out_fd)
+    return d, n
 
 
-def churn(port, clients, proc):
+def churn(d, clients):
     """connect -> x -> Hi! -> close, CLIENTS times; each must get its reply."""
     t0 = time.monotonic()
     for i in range(clients):
-        with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as c:
+        with socket.create_connection(("127.0.0.1", d.port), timeout=CLIENT_TIMEOUT) as c:
             c.sendall(b"x")
             try:
                 got = c.recv(3)
@@ -81,7 +76,7 @@ def churn(port, clients, proc):
                 got = b"(timeout)"
             assert got == b"Hi!", (f"client {i + 1} of {clients} got {got!r} after "
                                    f"{time.monotonic() - t0:.1f} s: the daemon is stuck "
-                                   f"(wchan {wchan(proc.pid)})")
+                                   f"(wchan {wchan(d.pid)})")
     return time.monotonic() - t0
 
 
@@ -113,13 +108,13 @@ def read_all(fd, until_eof_timeout=0.0):
         data += chunk
 
 
-def stop_within(proc, timeout):
+def stop_within(d, timeout):
     t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    d.signal(signal.SIGTERM)
     try:
-        rc = proc.wait(timeout)
+        rc = d.proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"still running {timeout} s after SIGTERM (wchan {wchan(proc.pid)})")
+        pytest.fail(f"still running {timeout} s after SIGTERM (wchan {wchan(d.pid)})")
     return rc, time.monotonic() - t0
 
 
@@ -142,49 +137,43 @@ def report(capsys, text):
 
 
 @pytest.mark.parametrize("kind", ["pipe", "socket", "pty"])
-def test_output_nobody_reads_neither_stalls_nor_blocks_the_stop(sd, kind, capsys):
+def test_output_nobody_reads_neither_stalls_nor_blocks_the_stop(epolld, kind, capsys):
     theirs, ours = unread_output(kind)
-    port = free_port()
     try:
-        proc, _ = start(sd, theirs, port)
+        d, _ = start(epolld, theirs)
         try:
-            took = churn(port, CLIENTS, proc)
-            rc, stop_s = stop_within(proc, STOP_TIMEOUT)
+            took = churn(d, CLIENTS)
+            rc, stop_s = stop_within(d, STOP_TIMEOUT)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            d.kill()
         assert rc == 0
         out = read_all(ours).decode(errors="replace")
     finally:
         os.close(ours)
     assert_whole_lines(out, unfinished_ok=kind != "pipe")
-    assert f"info: listening on 127.0.0.1:{port}" in out
+    assert f"info: listening on 127.0.0.1:{d.port}" in out
     report(capsys, f"{kind}: {CLIENTS} clients served in {took:.1f} s with the output full; "
                    f"stopped {stop_s:.2f} s after SIGTERM; {len(out)} bytes got out")
 
 
-def test_dropped_lines_are_counted_and_reported_once_the_pipe_drains(sd, capsys):
+def test_dropped_lines_are_counted_and_reported_once_the_pipe_drains(epolld, capsys):
     theirs, ours = unread_output("pipe")
-    port = free_port()
     try:
-        proc, n = start(sd, theirs, port)
+        d, n = start(epolld, theirs)
         try:
-            churn(port, CLIENTS, proc)
+            churn(d, CLIENTS)
             full = read_all(ours).decode()  # the pipe drains; nothing is logged meanwhile
             # A reload logs lines no rate limit holds back: the first of
             # them finds room, and the count goes out before it.
-            proc.send_signal(signal.SIGHUP)
+            d.signal(signal.SIGHUP)
             n.next_with("READY", "1")
             after = ""
             deadline = time.monotonic() + 5.0
             while "reloaded configuration" not in after and time.monotonic() < deadline:
                 after += read_all(ours, 0.1).decode()
-            rc, _ = stop_within(proc, STOP_TIMEOUT)
+            rc, _ = stop_within(d, STOP_TIMEOUT)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            d.kill()
         assert rc == 0
         after += read_all(ours, 1.0).decode()
     finally:

@@ -12,28 +12,16 @@ EPOLLD_EVENT=, REMOTE_ADDR= and CONNECTION_ID= fields.
 import os
 import socket
 import struct
-import subprocess
 import time
 
 import pytest
 
-from sdhelpers import BIN, Client, free_port, sd, wait_until  # noqa: F401
+from helpers import Client, wait_until
+from launcher import mount_namespace
 
 # In its own mount namespace the daemon sees our socket as journald's.
-NAMESPACE = ('[ -d /run/systemd ] || exit 97; '
-             'mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && '
+NAMESPACE = ('mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && '
              'ln -s "$FAKE_JOURNAL" /run/systemd/journal/socket && exec "$@"')
-
-
-def can_unshare():
-    try:
-        return subprocess.run(["unshare", "-m", "true"], capture_output=True,
-                              timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-pytestmark = pytest.mark.skipif(not can_unshare(), reason="needs unshare -m (root)")
 
 
 def parse_entry(data):
@@ -78,29 +66,18 @@ class FakeJournald:
         self.sock.close()  # the socket file stays: sends are refused
 
 
-def start(sd, journal_path, port):
-    err = sd.workdir / "journal.stderr"
+def start(epolld, journal_path):
+    """The daemon, ready, with stderr a file that JOURNAL_STREAM names."""
+    if not os.path.isdir("/run/systemd"):
+        pytest.skip("no /run/systemd to mount over")
+    wrapper = mount_namespace(NAMESPACE)
+    err = epolld.workdir / "journal.stderr"
     err.touch()
     st = os.stat(err)
-    n = sd.notify()
-    env = sd.env({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}", "NOTIFY_SOCKET": n.path,
-                  "FAKE_JOURNAL": str(journal_path)})
-    with open(err, "ab") as f:
-        proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "/bin/sh", "-c",
-                                 NAMESPACE, "sh", BIN, "-c",
-                                 sd.config(listen=[f"127.0.0.1:{port}"])],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
-                                env=env)
-    try:
-        m = n.next_with("READY", "1")
-    except AssertionError:
-        proc.kill()
-        proc.wait()
-        if proc.returncode == 97:
-            pytest.skip("no /run/systemd to mount over")
-        raise AssertionError(f"no READY=1; stderr:\n{err.read_text()}") from None
-    assert m.pid == proc.pid
-    return proc, err
+    return epolld.start(listen=("127.0.0.1",), level=None, notify=epolld.notify(), stderr=err,
+                        env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+                             "FAKE_JOURNAL": str(journal_path)},
+                        wrapper=wrapper)
 
 
 def one_client(port):
@@ -108,11 +85,11 @@ def one_client(port):
         c.ask()
 
 
-def test_journal_is_tried_again_after_a_failed_send(sd):
-    port = free_port()
-    path = sd.workdir / "journal.sock"
+def test_journal_is_tried_again_after_a_failed_send(epolld):
+    path = epolld.workdir / "journal.sock"
     j = FakeJournald(str(path))
-    proc, err = start(sd, path, port)
+    d = start(epolld, path)
+    port, err = d.port, d.log_path
     try:
         wait_until(lambda: j.find(lambda e: e["MESSAGE"] == f"listening on 127.0.0.1:{port}"),
                    what="the first entries in the journal")
@@ -152,5 +129,4 @@ def test_journal_is_tried_again_after_a_failed_send(sd):
         for i in range(1, int(cid)):
             assert text.count(f"info: accepted connection #{i} from") == 1, (i, text)
     finally:
-        proc.terminate()
-        assert proc.wait(10) == 0
+        assert d.stop() == 0

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import REPLY, exchange, proc_fds, wait_until
+from helpers import REPLY, exchange, proc_fds, wait_until
 
 STORM = 1500
 BURST, WINDOW = 500, 5.0

@@ -3,7 +3,7 @@ in the kernel's backlog (their handshake completes) and are served as soon
 as a slot frees."""
 import time
 
-from conftest import REPLY, exchange, recv_exact, recv_for
+from helpers import REPLY, exchange, recv_exact, recv_for
 
 
 def test_eleventh_client_waits_until_a_slot_frees(epolld):

@@ -10,7 +10,7 @@ import signal
 import socket
 import time
 
-from sdhelpers import Client, free_port, sd  # noqa: F401
+from helpers import Client
 
 
 def fill(path):
@@ -26,18 +26,18 @@ def fill(path):
     raise AssertionError("the notify socket never filled")
 
 
-def test_full_notify_socket_does_not_stall_the_loop(sd):
-    port = free_port()
-    n = sd.notify()
-    d = sd.start(sd.config(listen=[f"127.0.0.1:{port}"]), env={"WATCHDOG_USEC": "200000"},
-                 notify=n)
+def test_full_notify_socket_does_not_stall_the_loop(epolld):
+    n = epolld.notify()
+    d = epolld.start(listen=("127.0.0.1",), level=None, env={"WATCHDOG_USEC": "200000"},
+                     notify=n)
+    port = d.port
     assert fill(n.path) > 0
     t0 = time.monotonic()
     while time.monotonic() - t0 < 1.0:  # five watchdog pings that cannot go out
         with Client(port, timeout=2.0) as c:
             c.ask(timeout=2.0)
     d.signal(signal.SIGHUP)
-    d.wait_log("reloaded configuration from ")
+    d.wait_text("reloaded configuration from ")
     with Client(port, timeout=2.0) as c:
         c.ask(timeout=2.0)
     assert "the service manager is not taking messages; retrying every 100 ms" in d.log()

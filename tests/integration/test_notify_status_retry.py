@@ -10,23 +10,23 @@ import os
 
 import pytest
 
-from sdhelpers import Client, free_port, sd  # noqa: F401
+from helpers import Client
 
 SHIM = os.environ.get("EPOLLD_FAULTINJECT", "")
 
 
 @pytest.mark.skipif(not os.path.exists(SHIM), reason="faultinject.so not built (run via meson)")
-def test_status_after_a_failed_arm_of_its_timer(sd):
-    port = free_port()
-    n = sd.notify()
+def test_status_after_a_failed_arm_of_its_timer(epolld):
+    n = epolld.notify()
     asan = os.environ.get("ASAN_OPTIONS", "")
     env = {"LD_PRELOAD": SHIM, "EPOLLD_FAIL_STATUS_ARMS": "1",
            # the shim comes before the sanitizer runtime in the link order
            "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
-    d = sd.start(sd.config(listen=[f"127.0.0.1:{port}"], idle_timeout=0), env=env, notify=n)
-    with Client(port) as c:
+    d = epolld.start(listen=("127.0.0.1",), level=None, server={"idle_timeout": 0}, env=env,
+                     notify=n)
+    with Client(d.port) as c:
         c.ask()  # the accept moves the counters: this arm fails
-        d.wait_log("failed: Invalid argument")
+        d.wait_text("failed: Invalid argument")
         c.ask()  # a later loop turn arms it
         m = n.next(lambda m: set(m.fields) == {"STATUS"}, timeout=3.0, what="STATUS=")
         assert m.text == "STATUS=1 connections, 2 replies"

@@ -7,9 +7,11 @@ as nobody. Root without user warns, unless INVOCATION_ID says systemd runs
 it. Not root, it cannot become anyone else (exit 71), but may already be
 the configured user.
 
-These tests need root (CI runs them as root) and the nobody user. Files the
-dropped daemon reads again (its configuration) live in a world-readable
-directory of our own, because pytest's tmp_path is 0700 root.
+These tests need root (CI runs them as root) and the nobody user. What the
+daemon needs once it is nobody - its binary, which SIGUSR2 executes again,
+and its configuration, which SIGHUP reads again - lives in a world-readable
+directory of our own: the build tree may be where nobody cannot go (a
+clone under /root, mode 0700 on Debian) and pytest's tmp_path is 0700 root.
 """
 import os
 import pwd
@@ -19,14 +21,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import (stop_all, EPOLLD, EX_CONFIG, EX_OSERR, REPLY, Daemon, daemon_env,
-                      exchange, free_port, ini_text, listening_ports, run_epolld,
-                      wait_until)
+from helpers import EX_CONFIG, EX_OSERR, REPLY, exchange, free_port, listening_ports
+from launcher import EPOLLD, ini_text, run_epolld
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -73,68 +73,38 @@ def free_low_port():
     pytest.skip("no free port in 900..1023")
 
 
-def as_nobody():
-    """Popen arguments that start the child as nobody with nobody's groups, as a login would."""
-    return {"user": NOBODY.pw_uid, "group": NOBODY.pw_gid, "extra_groups": nobody_groups()}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def binary_runs_as_nobody():
-    r = subprocess.run([EPOLLD, "-V"], capture_output=True, text=True, timeout=10,
-                       **as_nobody())
-    assert r.returncode == 0, (f"{EPOLLD} cannot be run by nobody (status {r.returncode}: "
-                               f"{r.stderr.strip()}); build under a directory nobody can enter")
-
-
-@pytest.fixture
-def workdir():
-    """A directory nobody can read (pytest's tmp_path is 0700 root)."""
+@pytest.fixture(scope="module")
+def shared_dir():
+    """A directory every user can read, with a copy of the binary in it."""
     d = Path(tempfile.mkdtemp(prefix="epolld-priv-"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    try:
+        d.chmod(0o755)
+        shutil.copy2(EPOLLD, d / "epolld")
+        (d / "epolld").chmod(0o755)
+        r = run_epolld("-V", exe=str(d / "epolld"), user="nobody")
+        assert r.returncode == 0, (f"the copy {d / 'epolld'} cannot be run by nobody "
+                                   f"(status {r.returncode}: {r.stderr.strip()})")
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
-def start(workdir, request):
-    """A factory like conftest's epolld, with the configuration in WORKDIR.
+def start(epolld, shared_dir):
+    """epolld.start() with the configuration, the logs and the binary in a
+    directory of this test's inside SHARED_DIR, every bit readable by nobody.
 
-    start(server={...}, port=None, env={...}, popen={...}, ready=True):
+    start(server={...}, port=None, env={...}, user=None, ready=True):
     PORT None picks a free one (a lost race is retried); READY False returns
-    as soon as the daemon exits or is up, for starts that must fail."""
-    started = []
+    at once, for starts that must fail."""
+    workdir = Path(tempfile.mkdtemp(prefix="test-", dir=shared_dir))
+    workdir.chmod(0o755)
+    epolld.workdir, epolld.exe = workdir, str(shared_dir / "epolld")
 
-    def start_one(server=None, port=None, env=None, popen=None, ready=True, level="info"):
-        for attempt in range(5):
-            p = port or free_port()
-            config = workdir / f"epolld-{len(started)}.ini"
-            config.write_text(ini_text([f"127.0.0.1:{p}"], server, level))
-            config.chmod(0o644)
-            log_path = workdir / f"epolld-{len(started)}.log"
-            with open(log_path, "wb") as log:
-                proc = subprocess.Popen([EPOLLD, "-c", str(config)], stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=log,
-                                        env=env if env is not None else daemon_env(),
-                                        **(popen or {}))
-            d = Daemon(proc, config, log_path, [p], ["127.0.0.1"])
-            started.append(d)
-            wait_until(lambda: proc.poll() is not None or " started: " in d.log(), 10.0,
-                       "the daemon to start or exit")
-            if proc.poll() == EX_OSERR and "Address already in use" in d.log() and not port:
-                continue
-            if ready and proc.poll() is not None:
-                raise AssertionError(f"epolld exited with {proc.returncode}; log:\n{d.tail()}")
-            return d
-        raise AssertionError("no free port found in 5 attempts")
-
-    yield start_one
-    stop_all(started, request)
-
-
-def env_without_invocation_id():
-    env = daemon_env()
-    env.pop("INVOCATION_ID", None)
-    return env
+    def start_one(server=None, port=None, env=None, user=None, ready=True, level="info"):
+        return epolld.start(listen=("127.0.0.1",), ports=(port,) if port else None,
+                            server=server, level=level, env=env, user=user, wait=ready)
+    return start_one
 
 
 def serves(d, port=None):
@@ -145,7 +115,7 @@ def serves(d, port=None):
 # --- root with user = nobody ----------------------------------------------------
 
 def test_root_drops_to_nobody_and_reloads(start):
-    d = start(server={"user": "nobody"}, env=env_without_invocation_id())
+    d = start(server={"user": "nobody"})
     log = d.log()
     assert DROPPED in log
     assert log.index(DROPPED) < log.index(" started: ")
@@ -226,16 +196,14 @@ def test_reexec_after_the_drop_keeps_serving(start):
 # --- root without user ----------------------------------------------------------
 
 def test_root_without_user_warns(start):
-    d = start(env=env_without_invocation_id())
+    d = start()
     assert re.search("^" + re.escape(WARNING) + "$", d.log(), re.M), d.tail()
     assert status_fields(d.pid)["Uid"] == ["0"] * 4
     assert serves(d)
 
 
 def test_root_without_user_under_systemd_does_not_warn(start):
-    env = env_without_invocation_id()
-    env["INVOCATION_ID"] = "0123456789abcdef0123456789abcdef"
-    d = start(env=env)
+    d = start(env={"INVOCATION_ID": "0123456789abcdef0123456789abcdef"})
     assert "running as root" not in d.log()
     assert serves(d)
 
@@ -243,14 +211,14 @@ def test_root_without_user_under_systemd_does_not_warn(start):
 # --- not root -------------------------------------------------------------------
 
 def test_nonroot_cannot_switch_to_root(start):
-    d = start(server={"user": "root"}, popen=as_nobody(), ready=False)
+    d = start(server={"user": "root"}, user="nobody", ready=False)
     assert d.wait_exit(10) == EX_OSERR, d.tail()
     assert "err: cannot switch to user root: not running as root" in d.log()
     assert " started: " not in d.log()
 
 
 def test_nonroot_already_the_user_runs_without_switching(start):
-    d = start(server={"user": "nobody"}, popen=as_nobody(), env=env_without_invocation_id())
+    d = start(server={"user": "nobody"}, user="nobody")
     log = d.log()
     assert "dropped privileges" not in log and "running as root" not in log, log
     assert_is_nobody(d.pid)
@@ -270,16 +238,14 @@ def test_nonroot_already_the_user_runs_without_switching(start):
     ("a/b", "invalid user name 'a/b'"),
     ("65534", "unknown user '65534'"),  # a name, not a uid
 ])
-def test_user_must_be_a_valid_existing_name(tmp_path, user, error):
+def test_user_must_be_a_valid_existing_name(epolld, tmp_path, user, error):
     config = tmp_path / "epolld.ini"
     config.write_text(ini_text([f"127.0.0.1:{free_port()}"], {"user": user}))
     r = run_epolld("-t", "-c", str(config))
     assert (r.returncode, r.stderr) == (EX_CONFIG, f"{config}:3: user: {error}\n")
-    with open(tmp_path / "log", "wb") as log:  # a start fails the same way, binding nothing
-        status = subprocess.run([EPOLLD, "-c", str(config)], stdin=subprocess.DEVNULL,
-                                stderr=log, env=daemon_env(), timeout=10).returncode
-    assert status == EX_CONFIG
-    assert (tmp_path / "log").read_text() == f"err: {config}:3: user: {error}\n"
+    d = epolld.start(config, wait=False)  # a start fails the same way, binding nothing
+    assert d.wait_exit() == EX_CONFIG
+    assert d.log() == f"err: {config}:3: user: {error}\n"
 
 
 def test_reload_to_an_unknown_user_keeps_running(start):

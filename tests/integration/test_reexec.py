@@ -23,10 +23,12 @@ import time
 
 import pytest
 
-from rxhelpers import (ADOPTED, BIN, free_ports, EPOLLIN, EPOLLOUT, REPLY, ask, connect, epoll_interest,
-                       fd_cloexec, fill_until_blocked, free_port, inq, proc_fds, recv_exact,
-                       recv_for, rx, sees_eof, socket_fd_of, start_time, tcp_pair,  # noqa: F401
-                       wait_until)
+from helpers import (ADOPTED, EPOLLIN, EPOLLOUT, REPLY, ask, connect, epoll_interest, fd_cloexec,
+                     fill_until_blocked, free_port, free_ports, inq, proc_fds, recv_exact, recv_for,
+                     sees_eof, socket_fd_of, start_time, tcp_pair, wait_until)
+from launcher import EPOLLD as BIN
+
+LOCAL = ("127.0.0.1",)  # the daemon's own listener, on a free port
 
 
 def sockets_of(pid):
@@ -66,15 +68,15 @@ def _stream(clients, sent, until):
         time.sleep(0.001)
 
 
-def test_reexec_with_200_connections(rx):
+def test_reexec_with_200_connections(epolld):
     """200 connections, 20 of them sending single bytes through the switch
     without reading (their replies pile up unread): same process, same
     ids, same listener, every read answered exactly once (counted from the
     daemon's own "read N bytes" lines), a client queued during the switch
     served with the next id, no fd left behind, twice in a row."""
-    d = rx.start(port=True)
+    d = epolld.start(listen=LOCAL, level="debug")
     clients = [connect(d.port) for _ in range(N_CONNS)]
-    d.wait_log("accepted connection #%d " % N_CONNS)
+    d.wait_text("accepted connection #%d " % N_CONNS)
     ids = d.ids_by_port()
     port_of = [c.getsockname()[1] for c in clients]
     assert sorted(ids[p] for p in port_of) == list(range(1, N_CONNS + 1))
@@ -95,7 +97,7 @@ def test_reexec_with_200_connections(rx):
         time.sleep(0.3)  # let the streams run before the switch
         t0 = time.monotonic()
         d.signal(signal.SIGUSR2)
-        d.wait_log("notice: SIGUSR2: re-executing %s with %d connection(s)" % (BIN, N_CONNS))
+        d.wait_text("notice: SIGUSR2: re-executing %s with %d connection(s)" % (BIN, N_CONNS))
         # The old image logs that line just before execve and reads no more:
         # the next Hi! comes from the new image.
         probe = idle[-1]
@@ -104,7 +106,7 @@ def test_reexec_with_200_connections(rx):
         t_first = time.monotonic() - t0
         late = connect(d.port)  # queued in the listener's backlog during the switch
         ask(late)
-        d.wait_log("notice: adopted %d of %d inherited connection(s)" % (N_CONNS, N_CONNS))
+        d.wait_text("notice: adopted %d of %d inherited connection(s)" % (N_CONNS, N_CONNS))
         t_adopted = time.monotonic() - t0
     finally:
         t.join(5.0)
@@ -141,12 +143,12 @@ def test_reexec_with_200_connections(rx):
     assert len(proc_fds(d.pid)) == len(fds_before) + 1  # + late; the old image's own fds closed
     with connect(d.port) as n:
         ask(n)
-    d.wait_log("closed connection #%d " % (N_CONNS + 2))
+    d.wait_text("closed connection #%d " % (N_CONNS + 2))
 
     # And once more: no fds pile up from one image to the next.
     fds = len(proc_fds(d.pid))
     d.reexec()
-    d.wait_log("adopted %d of %d inherited connection(s)" % (N_CONNS + 1, N_CONNS + 1))
+    d.wait_text("adopted %d of %d inherited connection(s)" % (N_CONNS + 1, N_CONNS + 1))
     for c in clients[::10] + [late]:
         ask(c)
     assert len(proc_fds(d.pid)) == fds
@@ -167,7 +169,7 @@ def server_end_ino(client):
 
 # --- replies the daemon itself holds ------------------------------------------
 
-def test_unwritten_replies_and_eof_survive_reexec(rx):
+def test_unwritten_replies_and_eof_survive_reexec(epolld):
     """Two connections whose peers' buffers are full, so the daemon's
     replies stay in the daemon. A: fed single bytes until the daemon holds
     the cap of unwritten replies and stops reading it (one byte waits
@@ -177,7 +179,8 @@ def test_unwritten_replies_and_eof_survive_reexec(rx):
     a_cli, a_srv = tcp_pair(server_sndbuf=4096, client_rcvbuf=4096)
     b_cli, b_srv = tcp_pair(server_sndbuf=4096, client_rcvbuf=4096)
     fill_a, fill_b = fill_until_blocked(a_srv), fill_until_blocked(b_srv)
-    d = rx.start(port=True, fds=[a_srv.fileno(), b_srv.fileno()], names=["conn", "conn"])
+    d = epolld.start(listen=LOCAL, level="debug", fds=[a_srv.fileno(), b_srv.fileno()],
+                     names=["conn", "conn"])
     a_fd, b_fd = 3, 4
 
     def interest(fd):
@@ -208,7 +211,7 @@ def test_unwritten_replies_and_eof_survive_reexec(rx):
     a_srv.close(), b_srv.close()
 
     d.reexec()
-    d.wait_log("adopted 2 of 2 inherited connection(s)")
+    d.wait_text("adopted 2 of 2 inherited connection(s)")
     assert interest(a_fd) == EPOLLOUT, "A's unwritten replies were not carried over"
     assert interest(b_fd) == EPOLLOUT, "B's replies or its EOF were not carried over"
 
@@ -220,7 +223,7 @@ def test_unwritten_replies_and_eof_survive_reexec(rx):
     assert recv_exact(b_cli, fill_b) == b"F" * fill_b
     assert recv_exact(b_cli, 3 * reads_b) == REPLY * reads_b
     assert sees_eof(b_cli)
-    d.wait_log(f"closed connection #2 (closed by peer) after {reads_b} replies")
+    d.wait_text(f"closed connection #2 (closed by peer) after {reads_b} replies")
     log = d.log()
     assert log.count("debug: connection #1: read 1 bytes") == reads_a + 2
     assert "closed connection #1 " not in log
@@ -228,9 +231,9 @@ def test_unwritten_replies_and_eof_survive_reexec(rx):
 
 # --- which binary runs ---------------------------------------------------------
 
-def test_reexec_runs_the_binary_now_at_the_start_path(rx, tmp_path):
+def test_reexec_runs_the_binary_now_at_the_start_path(epolld, tmp_path):
     path = copy_binary(tmp_path)
-    d = rx.start(exe=path, port=True)
+    d = epolld.start(listen=LOCAL, level="debug", exe=path)
     c = connect(d.port)
     ask(c)
     old = exe_ino(d.pid)
@@ -243,18 +246,18 @@ def test_reexec_runs_the_binary_now_at_the_start_path(rx, tmp_path):
     assert exe_ino(d.pid) == new
     assert f"re-executing {path} with 1 connection(s)" in d.log()
     ask(c)
-    d.wait_log("adopted 1 of 1")
+    d.wait_text("adopted 1 of 1")
 
 
 @pytest.mark.parametrize("how", ["relative", "PATH"])
-def test_reexec_finds_the_binary_as_it_was_started(rx, tmp_path, how):
+def test_reexec_finds_the_binary_as_it_was_started(epolld, tmp_path, how):
     path = copy_binary(tmp_path, "epolld-rx")
     if how == "relative":  # from cwd = tmp_path
-        d = rx.start(exe="./epolld-rx", port=True)
+        d = epolld.start(listen=LOCAL, level="debug", exe="./epolld-rx")
         shown = f"{tmp_path}/./epolld-rx"
     else:
-        d = rx.start(exe="epolld-rx", port=True,
-                     env={"PATH": f"{tmp_path}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
+        d = epolld.start(listen=LOCAL, level="debug", exe="epolld-rx",
+                         env={"PATH": f"{tmp_path}:{os.environ.get('PATH', '/usr/bin:/bin')}"})
         shown = "epolld-rx"
     c = connect(d.port)
     ask(c)
@@ -274,9 +277,9 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("how", list(FAILURES))
-def test_failed_reexec_keeps_serving(rx, tmp_path, how):
+def test_failed_reexec_keeps_serving(epolld, tmp_path, how):
     path = copy_binary(tmp_path)
-    d = rx.start(exe=path, port=True)
+    d = epolld.start(listen=LOCAL, level="debug", exe=path)
     clients = [connect(d.port) for _ in range(5)]
     for c in clients:
         ask(c)
@@ -295,14 +298,14 @@ def test_failed_reexec_keeps_serving(rx, tmp_path, how):
         os.replace(path + ".new", path)
 
     d.signal(signal.SIGUSR2)
-    d.wait_log(f"err: re-exec of {path} failed: {FAILURES[how]}; still serving with the "
+    d.wait_text(f"err: re-exec of {path} failed: {FAILURES[how]}; still serving with the "
                "running binary")
     assert d.running() and d.count(" started: ") == 1
     for c in clients[:2] + clients[3:]:
         ask(c)
     with connect(d.port) as n:
         ask(n)
-    d.wait_log("closed connection #6 ")
+    d.wait_text("closed connection #6 ")
     # Exactly the fds it had, all close-on-exec again, no filler left over.
     after = {fd: os.readlink(f"/proc/{d.pid}/fd/{fd}") for fd in proc_fds(d.pid)}
     assert after == fds
@@ -314,7 +317,7 @@ def test_failed_reexec_keeps_serving(rx, tmp_path, how):
         shutil.copy2(BIN, path + ".new")
         os.replace(path + ".new", path)
     d.reexec()
-    d.wait_log("adopted 4 of 4 inherited connection(s)")
+    d.wait_text("adopted 4 of 4 inherited connection(s)")
     for c in clients[:2] + clients[3:]:
         ask(c)
     assert d.count("re-exec of") == 1
@@ -322,39 +325,39 @@ def test_failed_reexec_keeps_serving(rx, tmp_path, how):
 
 # --- more than one signal, socket activation, many listeners ----------------------
 
-def test_sigusr2_during_the_switch_is_not_lost(rx):
+def test_sigusr2_during_the_switch_is_not_lost(epolld):
     """A second SIGUSR2 sent while the first re-exec is under way (after
     the old image announced it) stays pending across execve -- blocked,
     never the default action that would kill the process -- and the new
     image re-execs once more."""
-    d = rx.start(port=True)
+    d = epolld.start(listen=LOCAL, level="debug")
     clients = [connect(d.port) for _ in range(10)]
     for c in clients:
         ask(c)
     fds = len(proc_fds(d.pid))
     d.signal(signal.SIGUSR2)
-    d.wait_log("SIGUSR2: re-executing")
+    d.wait_text("SIGUSR2: re-executing")
     d.signal(signal.SIGUSR2)
     d.wait_ready(3)
-    d.wait_log("adopted 10 of 10", count=2)
+    d.wait_text("adopted 10 of 10", count=2)
     for c in clients:
         ask(c)
     assert len(proc_fds(d.pid)) == fds
     assert d.count("re-executing") == 2
 
 
-def test_reexec_keeps_a_socket_activated_listener(rx):
+def test_reexec_keeps_a_socket_activated_listener(epolld):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen()
     port = s.getsockname()[1]
     lino = os.fstat(s.fileno()).st_ino
-    d = rx.start(port=True, fds=[s.fileno()], names=["epolld.socket"])
+    d = epolld.start(listen=LOCAL, level="debug", fds=[s.fileno()], names=["epolld.socket"])
     s.close()
     c = connect(port)
     ask(c)
     d.reexec()
-    log = d.wait_log("adopted 1 of 1")
+    log = d.wait_text("adopted 1 of 1")
     assert log.count(f"using socket-activated listener 127.0.0.1:{port} (fd 3)") == 2
     assert "listening on" not in log and "dropping stored listener" not in log
     assert socket_fd_of(d.pid, lino) == 3
@@ -364,7 +367,7 @@ def test_reexec_keeps_a_socket_activated_listener(rx):
 
 
 @pytest.mark.parametrize("case", ["8 listeners", "2 socket units"])
-def test_reexec_with_few_connections_and_long_fd_names(rx, case):
+def test_reexec_with_few_connections_and_long_fd_names(epolld, case):
     """LISTEN_FDNAMES must fit whatever names the fds have: a stored
     listener is named "listen_127.0.0.1_PORT" (22 bytes), a .socket unit's
     FileDescriptorName= can be longer. Regression: prepare() used to size
@@ -373,10 +376,10 @@ def test_reexec_with_few_connections_and_long_fd_names(rx, case):
     with "Argument list too long"."""
     if case == "8 listeners":
         ports = free_ports(8)
-        conf = rx.workdir / "many.ini"
+        conf = epolld.workdir / "many.ini"
         conf.write_text("[server]\n" + "".join(f"listen = 127.0.0.1:{p}\n" for p in ports) +
                         "[log]\nlevel = debug\n")
-        d = rx.start(conf=str(conf))
+        d = epolld.start(str(conf))
     else:
         socks = []
         for _ in range(2):
@@ -386,7 +389,8 @@ def test_reexec_with_few_connections_and_long_fd_names(rx, case):
             socks.append(s)
         ports = [s.getsockname()[1] for s in socks]
         names = [f"epolld-public-{i}" + "a" * 38 + ".socket" for i in range(2)]  # 60 bytes
-        d = rx.start(port=True, fds=[s.fileno() for s in socks], names=names)
+        d = epolld.start(listen=LOCAL, level="debug", fds=[s.fileno() for s in socks],
+                         names=names)
         for s in socks:
             s.close()
     c = connect(ports[0])
@@ -395,7 +399,7 @@ def test_reexec_with_few_connections_and_long_fd_names(rx, case):
     wait_until(lambda: d.count(" started: ") == 2 or "re-exec of" in d.log(),
                what="the re-exec to end")
     assert "re-exec of" not in d.log(), d.tail(1)
-    d.wait_log("adopted 1 of 1")
+    d.wait_text("adopted 1 of 1")
     for p in ports:
         with connect(p) as n:
             ask(n)
@@ -422,13 +426,13 @@ def _next_notify(s, key):
     raise AssertionError(f"no {key}= message")
 
 
-def test_reexec_tells_the_service_manager(rx, tmp_path):
+def test_reexec_tells_the_service_manager(epolld, tmp_path):
     """RELOADING=1 (with MONOTONIC_USEC) from the old image, READY=1 from
     the new one with the counters carried over; after a failed execve,
     READY=1 with the reason."""
     ns, path = _notify_socket(tmp_path)
     exe = copy_binary(tmp_path)
-    d = rx.start(exe=exe, port=True, env={"NOTIFY_SOCKET": path})
+    d = epolld.start(listen=LOCAL, level="debug", exe=exe, env={"NOTIFY_SOCKET": path})
     assert _next_notify(ns, "READY")["STATUS"] == "0 connections, 0 replies"
     clients = [connect(d.port) for _ in range(3)]
     for c in clients:
@@ -452,7 +456,7 @@ def _ini(ports, extra=""):
 
 
 @pytest.mark.parametrize("change", ["invalid", "unbindable", "user"])
-def test_reexec_refused_when_the_file_cannot_be_applied(rx, change):
+def test_reexec_refused_when_the_file_cannot_be_applied(epolld, change):
     """SIGUSR2 applies the configuration file first, as SIGHUP does: the new
     image reads it again and could not start on a file that does not load,
     names an address in use, or changes user (it could not switch any
@@ -461,8 +465,8 @@ def test_reexec_refused_when_the_file_cannot_be_applied(rx, change):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
-    d = rx.start(port=True)
-    good = open(d.conf).read()
+    d = epolld.start(listen=LOCAL, level="debug")
+    good = open(d.config).read()
     clients = [connect(d.port) for _ in range(3)]
     for c in clients:
         ask(c)
@@ -472,40 +476,40 @@ def test_reexec_refused_when_the_file_cannot_be_applied(rx, change):
                        "cannot open a new listener: Address already in use"),
         "user": (_ini([d.port], "user = nobody\n"), "a change of user takes a restart"),
     }[change]
-    with open(d.conf, "w") as f:
+    with open(d.config, "w") as f:
         f.write(bad)
     fds = proc_fds(d.pid)
     d.signal(signal.SIGUSR2)
-    log = d.wait_log("err: re-exec failed, keeping the previous configuration")
+    log = d.wait_text("err: re-exec failed, keeping the previous configuration")
     assert why in log
     assert "re-executing" not in log and d.count(" started: ") == 1 and d.running()
     for c in clients:
         ask(c)
     with connect(d.port) as n:
         ask(n)
-    d.wait_log("closed connection #4 ")
+    d.wait_text("closed connection #4 ")
     assert proc_fds(d.pid) == fds
 
-    with open(d.conf, "w") as f:
+    with open(d.config, "w") as f:
         f.write(good)
     d.reexec()
-    d.wait_log("adopted 3 of 3")
+    d.wait_text("adopted 3 of 3")
     for c in clients:
         ask(c)
     busy.close()
 
 
-def test_reexec_applies_a_changed_file_first(rx):
+def test_reexec_applies_a_changed_file_first(epolld):
     """A new listen address in the file is bound by the old image (so a
     failure to bind is still recoverable) and handed over like the rest."""
-    d = rx.start(port=True)
+    d = epolld.start(listen=LOCAL, level="debug")
     c = connect(d.port)
     ask(c)
     added = free_port()
-    with open(d.conf, "w") as f:
+    with open(d.config, "w") as f:
         f.write(_ini([d.port, added]))
     d.reexec()
-    log = d.wait_log("adopted 1 of 1")
+    log = d.wait_text("adopted 1 of 1")
     bound, reexec_at = log.find(f"info: listening on 127.0.0.1:{added}"), log.find("re-executing")
     assert 0 <= bound < reexec_at, "the new listener was not bound before the exec"
     assert log.count(f"listening on 127.0.0.1:{added}") == 1  # the new image kept it

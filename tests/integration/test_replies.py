@@ -5,7 +5,7 @@ import select
 import socket
 import time
 
-from conftest import (REPLY, assert_only_replies, exchange, recv_exact, recv_for,
+from helpers import (REPLY, assert_only_replies, exchange, recv_exact, recv_for,
                       recv_until_eof, reset)
 
 

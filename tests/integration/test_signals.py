@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import REPLY, exchange, sees_eof
+from helpers import REPLY, exchange, sees_eof
 
 
 @pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])

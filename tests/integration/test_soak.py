@@ -43,17 +43,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import soakhelpers as sh  # noqa: E402
+from helpers import free_port, has_ipv6_loopback, proc_fds, proc_status  # noqa: E402
+from launcher import EPOLLD as BIN, SANITIZER_REPORT  # noqa: E402
 
-BIN = os.environ.get("EPOLLD_BIN") or str(HERE.parents[1] / "build" / "src" / "epolld")
 VALGRIND = os.environ.get("EPOLLD_SOAK_VALGRIND") == "1"
 SECONDS = float(os.environ.get("EPOLLD_SOAK_SECONDS") or (10 if VALGRIND else 20))
 HOST = "127.0.0.1"
 REPLY = b"Hi!"
 MAX_CONNECTIONS = 200
 IDLE = 2
-SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error:|SUMMARY: \w+Sanitizer")
-SYSTEMD_VARS = ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
-                "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 class Limits:
@@ -82,17 +80,18 @@ def sleep_until(stop, seconds):
 
 
 class Soak:
-    def __init__(self, tmp, seed):
+    def __init__(self, tmp, seed, launcher):
         self.tmp = tmp
+        self.launcher = launcher
         self.seed = seed
         self.master = random.Random(seed)
         self.asan = sh.is_asan_build(BIN)
         self.lim = Limits(VALGRIND, self.asan)
-        self.port = sh.free_port()
-        self.extra_port = sh.free_port()
-        self.ipv6 = sh.has_ipv6_loopback()
-        self.extra6_port = sh.free_port("::1") if self.ipv6 else None
-        self.fresh_port = sh.free_port()  # opened only by reloads that must fail
+        self.port = free_port()
+        self.extra_port = free_port()
+        self.ipv6 = has_ipv6_loopback()
+        self.extra6_port = free_port("::1") if self.ipv6 else None
+        self.fresh_port = free_port()  # opened only by reloads that must fail
         self.busy = socket.socket()  # a port we hold: binding it must fail
         self.busy.bind((HOST, 0))
         self.busy.listen(1)
@@ -104,7 +103,6 @@ class Soak:
         self.problems = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.ready_seen = 0
         self.valid = {"extra": False, "extra6": False, "level": "notice",
                       "max_events": 1024, "backlog": 4096}
         self.proc = self.probe = self.notify = None
@@ -177,19 +175,12 @@ class Soak:
 
     def start(self):
         self.write_ini(self.render(self.valid))
-        self.notify = sh.Notify(self.tmp / "notify.sock")
-        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARS}
-        env["NOTIFY_SOCKET"] = self.notify.path
-        cmd = [BIN, "-c", str(self.ini)]
-        if VALGRIND:
-            cmd = ["valgrind", "--leak-check=full", "--error-exitcode=1",
-                   "--errors-for-leak-kinds=definite", f"--log-file={self.vglog}"] + cmd
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=env)
-        if self.notify.wait_for("READY=1", 1, self.lim.start) is None:
-            raise AssertionError(f"no READY=1 within {self.lim.start} s:\n{self.log_tail()}")
-        self.ready_seen = 1
+        self.notify = self.launcher.notify()
+        wrapper = ["valgrind", "--leak-check=full", "--error-exitcode=1",
+                   "--errors-for-leak-kinds=definite", f"--log-file={self.vglog}"]
+        self.proc = self.launcher.start(self.ini, notify=self.notify, stderr=self.log,
+                                        wrapper=wrapper if VALGRIND else (),
+                                        ready_timeout=self.lim.start).proc
 
     def log_tail(self, n=30):
         try:
@@ -208,10 +199,10 @@ class Soak:
             self.ini.unlink()
         else:
             self.write_ini(text)
-        self.ready_seen += 1
         os.kill(self.proc.pid, signal.SIGHUP)
-        msg = self.notify.wait_for("READY=1", self.ready_seen, self.lim.reload)
-        if msg is None:
+        try:
+            msg = self.notify.next_with("READY", "1", self.lim.reload).text
+        except AssertionError:
             self.problem(f"reload ({what}): no READY=1 within {self.lim.reload} s")
             return False
         failed = "reload failed" in msg
@@ -506,10 +497,10 @@ class Soak:
     def stable_fds(self):
         """The descriptor count once it has not changed for 0.5 s (bounded)."""
         deadline = time.monotonic() + self.lim.settle
-        last, since = sh.fd_count(self.proc.pid), time.monotonic()
+        last, since = len(proc_fds(self.proc.pid)), time.monotonic()
         while time.monotonic() - since < 0.5 and time.monotonic() < deadline:
             time.sleep(0.05)
-            n = sh.fd_count(self.proc.pid)
+            n = len(proc_fds(self.proc.pid))
             if n != last:
                 last, since = n, time.monotonic()
         return last
@@ -518,7 +509,7 @@ class Soak:
         """Polls the daemon's descriptor count until it is WANT; returns the last count."""
         deadline = time.monotonic() + self.lim.settle
         while True:
-            n = sh.fd_count(self.proc.pid)
+            n = len(proc_fds(self.proc.pid))
             if n == want or time.monotonic() >= deadline:
                 return n
             time.sleep(0.05)
@@ -542,8 +533,6 @@ class Soak:
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(timeout=10)
-        if self.notify:
-            self.notify.close()
         self.busy.close()
 
 
@@ -553,10 +542,10 @@ def raise_nofile():
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def test_soak(tmp_path, capsys):
+def test_soak(epolld, tmp_path, capsys):
     seed = int(os.environ.get("EPOLLD_SOAK_SEED") or random.SystemRandom().randrange(1 << 32))
     raise_nofile()
-    soak = Soak(tmp_path, seed)
+    soak = Soak(tmp_path, seed, epolld)
     mode = "valgrind" if VALGRIND else "ASan" if soak.asan else "plain"
     with capsys.disabled():
         print(f"\nsoak: seed {seed} (EPOLLD_SOAK_SEED={seed} to repeat), {SECONDS:g} s, "
@@ -572,13 +561,13 @@ def test_soak(tmp_path, capsys):
         assert fd_warm == fd_before, \
             f"descriptors after the warm-up: {fd_warm}, before: {fd_before}"
         assert not soak.problems, "warm-up:\n" + "\n".join(soak.problems[:20])
-        rss_before = sh.rss_kib(soak.proc.pid)
+        rss_before = proc_status(soak.proc.pid, "VmRSS")
         soak.stats.clear()
         soak.flood_waits.clear()
 
         soak.phase(SECONDS, first_flood=1.0, first_reload=0.5)
         fd_after = soak.settle_fds(fd_before)
-        rss_after = sh.rss_kib(soak.proc.pid)
+        rss_after = proc_status(soak.proc.pid, "VmRSS")
         alive = soak.alive()
         probe = soak.stop_probe()
 

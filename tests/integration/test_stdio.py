@@ -3,38 +3,27 @@ a careless supervisor) must not hand fd 0, 1 or 2 to a socket: a log line
 written to "stderr" would then land in a client's connection."""
 import os
 import socket
-import subprocess
 
-from conftest import EPOLLD, REPLY, daemon_env, exchange, free_port, recv_for, wait_until
+from helpers import REPLY, exchange, recv_for, wait_until
 
 
-def test_closed_stdio_never_becomes_a_socket(tmp_path):
-    port = free_port()
-    conf = tmp_path / "epolld.ini"
-    conf.write_text(f"[server]\nlisten = 127.0.0.1:{port}\n[log]\nlevel = debug\n")
+def test_closed_stdio_never_becomes_a_socket(epolld):
+    d = epolld.start(listen=("127.0.0.1",), level="debug", close_stdio=True, wait=False)
+    port = d.port
 
-    def close_stdio():
-        for fd in (0, 1, 2):
-            os.close(fd)
-
-    proc = subprocess.Popen([EPOLLD, "-c", str(conf)], env=daemon_env(),
-                            preexec_fn=close_stdio, close_fds=True)
-    try:
-        def answers():
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                    return exchange(s) == REPLY
-            except OSError:
-                return False
-        wait_until(answers, 10.0, "the daemon to answer")
-        for fd in (0, 1, 2):
-            assert os.readlink(f"/proc/{proc.pid}/fd/{fd}") == "/dev/null", fd
-        # Every accept, read and close is logged at debug; none of it may
-        # reach a client.
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            for _ in range(20):
-                assert exchange(s, b"x") == REPLY
-            assert recv_for(s, 0.2) == b""
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=5) == 0
+    def answers():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                return exchange(s) == REPLY
+        except OSError:
+            return False
+    wait_until(answers, 10.0, "the daemon to answer")
+    for fd in (0, 1, 2):
+        assert os.readlink(f"/proc/{d.pid}/fd/{fd}") == "/dev/null", fd
+    # Every accept, read and close is logged at debug; none of it may
+    # reach a client.
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        for _ in range(20):
+            assert exchange(s, b"x") == REPLY
+        assert recv_for(s, 0.2) == b""
+    assert d.stop() == 0

@@ -11,18 +11,17 @@ import socket
 
 import pytest
 
-from sdhelpers import (Client, free_port, free_ports, has_ipv6_loopback, hi, is_refused,
-                       fd_flags, sd, wait_until)  # noqa: F401 (sd is a fixture)
+from helpers import Client, fd_flags, free_port, free_ports, has_ipv6_loopback, hi, is_refused
 
 O_NONBLOCK = os.O_NONBLOCK
 O_CLOEXEC = 0o2000000  # as /proc/PID/fdinfo shows it
 
 
-def test_passed_socket_replaces_listen_setting(sd):
+def test_passed_socket_replaces_listen_setting(epolld):
     passed, configured = free_ports(2)
-    conf = sd.config(listen=[f"127.0.0.1:{configured}"])
-    d = sd.activate([f"127.0.0.1:{passed}"], conf)
-    first = sd.trigger(d, passed)
+    conf = epolld.config(listen=[f"127.0.0.1:{configured}"])
+    d = epolld.start(conf, activate=[f"127.0.0.1:{passed}"])
+    first = epolld.trigger(d, passed)
 
     first.ask()
     assert hi(passed) == b"Hi!"
@@ -35,15 +34,16 @@ def test_passed_socket_replaces_listen_setting(sd):
     assert d.wait_exit() == 0
 
 
-def test_blocking_passed_socket_is_made_nonblocking(sd):
+def test_blocking_passed_socket_is_made_nonblocking(epolld):
     """systemd-socket-activate passes a blocking socket; the daemon must set
     O_NONBLOCK itself, or its accept loop would block after the backlog
     drains and stop serving. Shown twice: the fd's flags, and 200 clients
     connected at once, each answered."""
     port = free_port()
-    d = sd.activate([f"127.0.0.1:{port}"], sd.config(listen=[f"127.0.0.1:{free_port()}"]))
+    d = epolld.start(epolld.config(listen=[f"127.0.0.1:{free_port()}"]),
+                     activate=[f"127.0.0.1:{port}"])
     assert not fd_flags(d.pid, 3) & O_NONBLOCK, "premise: the passed socket is blocking"
-    first = sd.trigger(d, port)
+    first = epolld.trigger(d, port)
     flags = fd_flags(d.pid, 3)
     assert flags & O_NONBLOCK
     assert flags & O_CLOEXEC
@@ -59,15 +59,16 @@ def test_blocking_passed_socket_is_made_nonblocking(sd):
     finally:
         for c in clients[1:]:
             c.close()
-    d.wait_log("accepted connection #200 ")
+    d.wait_text("accepted connection #200 ")
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1 on this machine")
-def test_several_passed_sockets_all_answer(sd):
+def test_several_passed_sockets_all_answer(epolld):
     p4 = free_port()
     p6 = free_port("::1")
-    d = sd.activate([f"127.0.0.1:{p4}", f"[::1]:{p6}"], sd.config(listen=[f"127.0.0.1:{free_port()}"]))
-    sd.trigger(d, p6, "::1").ask()
+    d = epolld.start(epolld.config(listen=[f"127.0.0.1:{free_port()}"]),
+                     activate=[f"127.0.0.1:{p4}", f"[::1]:{p6}"])
+    epolld.trigger(d, p6, "::1").ask()
 
     assert hi(p4) == b"Hi!"
     assert hi(p6, "::1") == b"Hi!"
@@ -78,10 +79,10 @@ def test_several_passed_sockets_all_answer(sd):
     assert "started: 2 listener(s)" in log
 
 
-def test_passed_udp_socket_is_refused(sd):
+def test_passed_udp_socket_is_refused(epolld):
     port = free_port()
-    d = sd.activate([f"127.0.0.1:{port}"], sd.config(listen=[f"127.0.0.1:{free_port()}"]),
-                    datagram=True)
+    d = epolld.start(epolld.config(listen=[f"127.0.0.1:{free_port()}"]),
+                     activate=[f"127.0.0.1:{port}"], datagram=True)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         u.sendto(b"x", ("127.0.0.1", port))
     assert d.wait_exit() == 71
@@ -90,21 +91,22 @@ def test_passed_udp_socket_is_refused(sd):
 
 
 @pytest.mark.parametrize("kind", ["tcp-not-listening", "unix-listening"])
-def test_passed_socket_of_wrong_kind_is_refused(sd, kind):
+def test_passed_socket_of_wrong_kind_is_refused(epolld, kind):
     if kind == "tcp-not-listening":
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.bind(("127.0.0.1", 0))
     else:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.bind(str(sd.workdir / "u.sock"))
+        s.bind(str(epolld.workdir / "u.sock"))
         s.listen()
     with s:
-        d = sd.manual_activate([s.fileno()], sd.config(listen=[f"127.0.0.1:{free_port()}"]))
+        d = epolld.start(epolld.config(listen=[f"127.0.0.1:{free_port()}"]), fds=[s.fileno()],
+                         wait=False)
         assert d.wait_exit() == 71
     assert "err: socket activation: fd 3 is not a listening TCP socket" in d.log()
 
 
-def test_second_passed_socket_refused_after_first_accepted(sd):
+def test_second_passed_socket_refused_after_first_accepted(epolld):
     """fd 3 fine, fd 4 a UDP socket: the whole start fails."""
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     tcp.bind(("127.0.0.1", 0))
@@ -112,30 +114,30 @@ def test_second_passed_socket_refused_after_first_accepted(sd):
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     with tcp, udp:
-        d = sd.manual_activate([tcp.fileno(), udp.fileno()],
-                               sd.config(listen=[f"127.0.0.1:{free_port()}"]))
+        d = epolld.start(epolld.config(listen=[f"127.0.0.1:{free_port()}"]),
+                         fds=[tcp.fileno(), udp.fileno()], wait=False)
         assert d.wait_exit() == 71
     log = d.log()
     assert "using socket-activated listener" in log and "(fd 3)" in log
     assert "err: socket activation: fd 4 is not a listening TCP socket" in log
 
 
-def test_listen_pid_of_another_process_is_ignored(sd):
+def test_listen_pid_of_another_process_is_ignored(epolld):
     """LISTEN_PID names someone else: the fds are not for us, bind the config."""
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     tcp.bind(("127.0.0.1", 0))
     tcp.listen()
     port = free_port()
     with tcp:
-        d = sd.manual_activate([tcp.fileno()], sd.config(listen=[f"127.0.0.1:{port}"]),
-                               listen_pid_self=False)
-        d.wait_log(" started: ")
+        d = epolld.start(epolld.config(listen=[f"127.0.0.1:{port}"]), fds=[tcp.fileno()],
+                         listen_pid=1, wait=False)
+        d.wait_text(" started: ")
     assert hi(port) == b"Hi!"
     assert "socket activation" not in d.log()
     assert f"info: listening on 127.0.0.1:{port}" in d.log()
 
 
-def test_listen_fds_larger_than_passed_does_not_touch_own_fds(sd):
+def test_listen_fds_larger_than_passed_does_not_touch_own_fds(epolld):
     """LISTEN_FDS=2 but only fd 3 is passed. Start must fail (71), and the
     daemon must not take a descriptor of its own for the missing fd 4 (it
     opens its epoll fd and timers before it looks at LISTEN_FDS, so fd 4 is
@@ -145,27 +147,28 @@ def test_listen_fds_larger_than_passed_does_not_touch_own_fds(sd):
     tcp.bind(("127.0.0.1", 0))
     tcp.listen()
     with tcp:
-        d = sd.manual_activate([tcp.fileno()], sd.config(listen=[f"127.0.0.1:{free_port()}"]),
-                               n_fds=2)
+        d = epolld.start(epolld.config(listen=[f"127.0.0.1:{free_port()}"]), fds=[tcp.fileno()],
+                         n_fds=2, wait=False)
         assert d.wait_exit() == 71
     log = d.log()
     assert "err: socket activation:" in log
     assert "Bad file descriptor" not in log, log
 
 
-def test_too_many_passed_sockets_are_refused(sd):
+def test_too_many_passed_sockets_are_refused(epolld):
     ports = free_ports(65)
-    d = sd.activate([f"127.0.0.1:{p}" for p in ports], sd.config(listen=[f"127.0.0.1:{free_port()}"]))
+    d = epolld.start(epolld.config(listen=[f"127.0.0.1:{free_port()}"]),
+                     activate=[f"127.0.0.1:{p}" for p in ports])
     with Client(ports[0]):
         assert d.wait_exit() == 71
     assert "err: socket activation: 65 sockets passed, at most 64 are supported" in d.log()
 
 
-def test_activated_daemon_without_config_file_runs_on_passed_socket(sd):
+def test_activated_daemon_without_config_file_runs_on_passed_socket(epolld):
     """No -c: the built-in default listen (127.0.0.1:8001) is ignored too."""
     port = free_port()
-    d = sd.activate([f"127.0.0.1:{port}"])
-    sd.trigger(d, port).ask()
+    d = epolld.start(activate=[f"127.0.0.1:{port}"])
+    epolld.trigger(d, port).ask()
     if "using built-in defaults" not in d.log():
         pytest.skip("a default configuration file exists on this machine")
     assert "listening on 127.0.0.1:8001" not in d.log()

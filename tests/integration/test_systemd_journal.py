@@ -6,25 +6,25 @@ import os
 
 import pytest
 
-from sdhelpers import Client, free_port, hi, sd  # noqa: F401
+from helpers import Client, free_port, hi
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
-def stderr_file(sd):
-    path = sd.workdir / "journal-stream.stderr"
+def stderr_file(epolld):
+    path = epolld.workdir / "journal-stream.stderr"
     path.touch()
     st = os.stat(path)
     return path, f"{st.st_dev}:{st.st_ino}"
 
 
 @pytest.mark.skipif(os.path.exists(JOURNAL_SOCKET), reason="journald is running here")
-def test_journal_stream_without_journald_falls_back_to_stderr(sd):
-    path, stream = stderr_file(sd)
+def test_journal_stream_without_journald_falls_back_to_stderr(epolld):
+    path, stream = stderr_file(epolld)
     port = free_port()
-    n = sd.notify()  # readiness from READY=1, not from a log line
-    d = sd.start(sd.config(listen=[f"127.0.0.1:{port}"]), env={"JOURNAL_STREAM": stream},
-                 stderr_path=path, notify=n)
+    n = epolld.notify()  # readiness from READY=1, not from a log line
+    d = epolld.start(epolld.config(listen=[f"127.0.0.1:{port}"]), env={"JOURNAL_STREAM": stream},
+                 stderr=path, notify=n)
     with Client(port) as c:
         c.ask()
         c.ask()
@@ -43,19 +43,19 @@ def test_journal_stream_without_journald_falls_back_to_stderr(sd):
 
 
 @pytest.mark.skipif(os.path.exists(JOURNAL_SOCKET), reason="journald is running here")
-def test_journal_stream_config_error_still_reported(sd):
+def test_journal_stream_config_error_still_reported(epolld):
     """Even the earliest error (the config, before anything is set up)."""
-    path, stream = stderr_file(sd)
-    conf = sd.config(listen=[f"127.0.0.1:{free_port()}"], max_events=0)
-    d = sd.start(conf, env={"JOURNAL_STREAM": stream}, stderr_path=path, wait=False)
+    path, stream = stderr_file(epolld)
+    conf = epolld.config(listen=[f"127.0.0.1:{free_port()}"], max_events=0)
+    d = epolld.start(conf, env={"JOURNAL_STREAM": stream}, stderr=path, wait=False)
     assert d.wait_exit() == 78
     assert f"err: {conf}:3: max_events: 0 is out of range (1..65536)" in d.lines()
 
 
 @pytest.mark.parametrize("stream", ["1:2", "garbage", ""])
-def test_journal_stream_not_ours_means_stderr(sd, stream):
+def test_journal_stream_not_ours_means_stderr(epolld, stream):
     port = free_port()
-    d = sd.start(sd.config(listen=[f"127.0.0.1:{port}"]), env={"JOURNAL_STREAM": stream})
+    d = epolld.start(epolld.config(listen=[f"127.0.0.1:{port}"]), env={"JOURNAL_STREAM": stream})
     assert hi(port) == b"Hi!"
-    d.wait_log("closed connection #1 ")
+    d.wait_text("closed connection #1 ")
     assert d.stop() == 0

@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from sdhelpers import (Client, free_port, free_ports, hi, monotonic_usec, sd,  # noqa: F401
-                       wait_until)
+from helpers import Client, free_port, free_ports, hi, monotonic_usec
 
 def statuses(msgs):
     """Plain STATUS= messages (not READY=1 / STOPPING=1 that carry one too)."""
@@ -20,16 +19,16 @@ def watchdogs(msgs):
     return [m for m in msgs if m.fields.get("WATCHDOG") == "1"]
 
 
-def start(sd, port=None, **kw):
+def start(epolld, port=None, **kw):
     """The daemon on `port` with a notify socket; returns after READY=1."""
     port = port or free_port()
-    n = sd.notify()
-    d = sd.start(sd.config(listen=[f"127.0.0.1:{port}"]), notify=n, **kw)
+    n = epolld.notify()
+    d = epolld.start(epolld.config(listen=[f"127.0.0.1:{port}"]), notify=n, **kw)
     return d, n, port
 
 
-def test_ready_with_zero_counters_once_listening(sd):
-    d, n, port = start(sd)
+def test_ready_with_zero_counters_once_listening(epolld):
+    d, n, port = start(epolld)
     ready = next(m for m in n.messages if "READY" in m.fields)
     assert ready.text == "READY=1\nSTATUS=0 connections, 0 replies"
     assert ready.pid == d.pid
@@ -37,14 +36,14 @@ def test_ready_with_zero_counters_once_listening(sd):
     assert hi(port) == b"Hi!"
 
 
-def test_no_status_while_idle(sd):
-    d, n, port = start(sd)
+def test_no_status_while_idle(epolld):
+    d, n, port = start(epolld)
     msgs = [m for m in n.collect(2.0) if "STATUS" in m.fields or "WATCHDOG" in m.fields]
     assert msgs == [], msgs
 
 
-def test_status_after_traffic(sd):
-    d, n, port = start(sd)
+def test_status_after_traffic(epolld):
+    d, n, port = start(epolld)
     with Client(port) as c:
         c.ask()
         c.ask()
@@ -59,8 +58,8 @@ def test_status_after_traffic(sd):
     assert statuses(n.collect(1.5)) == []
 
 
-def test_status_is_rate_limited_to_one_per_second(sd):
-    d, n, port = start(sd)
+def test_status_is_rate_limited_to_one_per_second(epolld):
+    d, n, port = start(epolld)
     replies = 0
     with Client(port) as c:
         end = time.monotonic() + 3.5
@@ -79,8 +78,8 @@ def test_status_is_rate_limited_to_one_per_second(sd):
     assert msgs[-1].text == f"STATUS=0 connections, {replies} replies"
 
 
-def test_reload_sends_reloading_with_monotonic_usec_then_ready(sd):
-    d, n, port = start(sd)
+def test_reload_sends_reloading_with_monotonic_usec_then_ready(epolld):
+    d, n, port = start(epolld)
     before = monotonic_usec()
     d.signal(signal.SIGHUP)
     rel = n.next_with("RELOADING", "1")
@@ -95,9 +94,9 @@ def test_reload_sends_reloading_with_monotonic_usec_then_ready(sd):
     assert hi(port) == b"Hi!"
 
 
-def test_failed_reload_still_sends_ready_with_the_error(sd):
-    d, n, port = start(sd)
-    conf = sd.config(listen=[f"127.0.0.1:{port}"], max_events=0)  # line 3
+def test_failed_reload_still_sends_ready_with_the_error(epolld):
+    d, n, port = start(epolld)
+    conf = epolld.config(listen=[f"127.0.0.1:{port}"], max_events=0)  # line 3
     d.signal(signal.SIGHUP)
     n.next_with("RELOADING", "1")
     ready = n.next_with("READY", "1")
@@ -106,13 +105,13 @@ def test_failed_reload_still_sends_ready_with_the_error(sd):
     assert hi(port) == b"Hi!"
 
 
-def test_reload_failing_on_a_busy_port_sends_ready_with_the_error(sd):
+def test_reload_failing_on_a_busy_port_sends_ready_with_the_error(epolld):
     port, busy_port = free_ports(2)
-    d, n, _ = start(sd, port)
+    d, n, _ = start(epolld, port)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", busy_port))
         busy.listen()
-        sd.config(listen=[f"127.0.0.1:{port}", f"127.0.0.1:{busy_port}"])
+        epolld.config(listen=[f"127.0.0.1:{port}", f"127.0.0.1:{busy_port}"])
         d.signal(signal.SIGHUP)
         n.next_with("RELOADING", "1")
         ready = n.next_with("READY", "1")
@@ -120,8 +119,8 @@ def test_reload_failing_on_a_busy_port_sends_ready_with_the_error(sd):
                           "Address already in use")
 
 
-def test_stopping_on_sigterm(sd):
-    d, n, port = start(sd)
+def test_stopping_on_sigterm(epolld):
+    d, n, port = start(epolld)
     d.signal(signal.SIGTERM)
     m = n.next_with("STOPPING", "1")
     assert m.pid == d.pid
@@ -129,8 +128,8 @@ def test_stopping_on_sigterm(sd):
     assert d.wait_exit() == 0
 
 
-def test_full_sequence_in_order(sd):
-    d, n, port = start(sd)
+def test_full_sequence_in_order(epolld):
+    d, n, port = start(epolld)
     d.reload(n)
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == 0
@@ -140,21 +139,21 @@ def test_full_sequence_in_order(sd):
     assert kinds == ["READY", "RELOADING", "READY", "STOPPING"], n.messages
 
 
-def test_watchdog_pings_at_half_the_interval(sd):
-    d, n, port = start(sd, env={"WATCHDOG_USEC": "400000"}, watchdog_pid_self=True)
+def test_watchdog_pings_at_half_the_interval(epolld):
+    d, n, port = start(epolld, env={"WATCHDOG_USEC": "400000"}, watchdog_pid_self=True)
     pings = watchdogs(n.collect(2.0))
     assert 7 <= len(pings) <= 13, pings
     assert all(m.pid == d.pid and m.text == "WATCHDOG=1" for m in pings), pings
     assert "info: watchdog enabled: pinging every 200 ms" in d.log()
 
 
-def test_watchdog_without_watchdog_pid(sd):
-    d, n, port = start(sd, env={"WATCHDOG_USEC": "400000"})
+def test_watchdog_without_watchdog_pid(epolld):
+    d, n, port = start(epolld, env={"WATCHDOG_USEC": "400000"})
     assert 7 <= len(watchdogs(n.collect(2.0))) <= 13
 
 
-def test_watchdog_keeps_pinging_through_traffic_and_reload(sd):
-    d, n, port = start(sd, env={"WATCHDOG_USEC": "400000"})
+def test_watchdog_keeps_pinging_through_traffic_and_reload(epolld):
+    d, n, port = start(epolld, env={"WATCHDOG_USEC": "400000"})
     with Client(port) as c:
         c.ask()
         d.reload(n)
@@ -162,25 +161,25 @@ def test_watchdog_keeps_pinging_through_traffic_and_reload(sd):
     assert 3 <= len(watchdogs(n.collect(1.0))) <= 7
 
 
-def test_watchdog_for_another_pid_is_not_ours(sd):
-    d, n, port = start(sd, env={"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "1"})
+def test_watchdog_for_another_pid_is_not_ours(epolld):
+    d, n, port = start(epolld, env={"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "1"})
     assert watchdogs(n.collect(1.5)) == []
     assert "watchdog enabled" not in d.log()
     assert hi(port) == b"Hi!"
 
 
 @pytest.mark.parametrize("usec", ["0", "soon", ""])
-def test_invalid_or_zero_watchdog_usec_is_ignored(sd, usec):
-    d, n, port = start(sd, env={"WATCHDOG_USEC": usec})
+def test_invalid_or_zero_watchdog_usec_is_ignored(epolld, usec):
+    d, n, port = start(epolld, env={"WATCHDOG_USEC": usec})
     assert watchdogs(n.collect(0.8)) == []
     assert hi(port) == b"Hi!"
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == 0
 
 
-def test_without_notify_socket_nothing_breaks(sd):
+def test_without_notify_socket_nothing_breaks(epolld):
     port = free_port()
-    d = sd.start(sd.config(listen=[f"127.0.0.1:{port}"]), env={"WATCHDOG_USEC": "400000"})
+    d = epolld.start(epolld.config(listen=[f"127.0.0.1:{port}"]), env={"WATCHDOG_USEC": "400000"})
     with Client(port) as c:
         c.ask()
         d.reload()
@@ -190,12 +189,12 @@ def test_without_notify_socket_nothing_breaks(sd):
     assert d.stop() == 0
 
 
-def test_notify_socket_nobody_listens_on_keeps_serving(sd):
+def test_notify_socket_nobody_listens_on_keeps_serving(epolld):
     """NOTIFY_SOCKET names a path with no socket (the manager went away):
     notifications fail, serving does not."""
     port = free_port()
-    d = sd.start(sd.config(listen=[f"127.0.0.1:{port}"]),
-                 env={"NOTIFY_SOCKET": str(sd.workdir / "no-such-socket")})
+    d = epolld.start(epolld.config(listen=[f"127.0.0.1:{port}"]),
+                 env={"NOTIFY_SOCKET": str(epolld.workdir / "no-such-socket")})
     with Client(port) as c:
         c.ask()
         d.reload()
@@ -203,14 +202,14 @@ def test_notify_socket_nobody_listens_on_keeps_serving(sd):
     assert d.stop() == 0
 
 
-def test_notify_through_socket_activation(sd):
+def test_notify_through_socket_activation(epolld):
     """systemd-socket-activate passes NOTIFY_SOCKET on (-E); the daemon it
     execs in place notifies from the same pid."""
     port = free_port()
-    n = sd.notify()
-    d = sd.activate([f"127.0.0.1:{port}"], sd.config(listen=[f"127.0.0.1:{free_port()}"]),
-                    notify=n)
-    sd.trigger(d, port, notify=n).ask()
+    n = epolld.notify()
+    d = epolld.start(epolld.config(listen=[f"127.0.0.1:{free_port()}"]),
+                     activate=[f"127.0.0.1:{port}"], notify=n)
+    epolld.trigger(d, port, notify=n).ask()
     d.reload(n)
     d.signal(signal.SIGTERM)
     assert n.next_with("STOPPING", "1").pid == d.pid

@@ -9,29 +9,28 @@ file written there since (a bad one: exit 78) took the listener and every
 connection with it; a good one was read by SIGUSR2 but not by SIGHUP.
 
 The default path is compiled in (${sysconfdir}/epolld/epolld.ini), so the
-daemon runs in a mount namespace of its own (unshare -Urm) where an empty
-directory of the test's is bind-mounted over it; nothing outside changes.
+daemon runs in a mount namespace of its own (launcher.mount_namespace():
+unshare -m as root, else -Urm) where an empty directory of the test's is
+bind-mounted over it; nothing outside changes.
 Its listener is passed as by socket activation, so it needs no fixed port.
 """
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-import rxhelpers
-from rxhelpers import BIN, ask, connect, free_port, rx  # noqa: F401
+from helpers import ask, connect, free_port
+from launcher import mount_namespace, run_epolld
 
 HOLD = 20
 
 
 def default_path():
-    usage = subprocess.run([BIN, "--help"], capture_output=True, text=True, check=True).stdout
+    r = run_epolld("--help")
+    assert r.returncode == 0, r.stderr
+    usage = r.stdout
     return Path(re.search(r"default: (\S+) if it exists", usage).group(1))
 
 
@@ -45,55 +44,25 @@ def mount_point():
     pytest.skip(f"nowhere to mount over for {path}")
 
 
-def can_unshare():
-    return subprocess.run(["unshare", "-Urm", "true"], capture_output=True).returncode == 0
-
-
-_LAUNCH = (
-    "import fcntl, os, sys\n"
-    "fd = fcntl.fcntl(int(sys.argv[1]), fcntl.F_DUPFD, 200)\n"
-    "os.dup2(fd, 3, inheritable=True)\n"
-    "os.close(fd)\n"
-    "os.environ.update(LISTEN_FDS='1', LISTEN_FDNAMES='test.socket', LISTEN_PID=str(os.getpid()))\n"
-    "os.execv(sys.argv[2], sys.argv[2:])\n")
-
-
-class DefaultsDaemon(rxhelpers.Daemon):
-    """epolld without -c, in its own mount namespace where COVER hides the
-    default configuration directory; same pid all the way (unshare, sh and
-    the launcher exec in place)."""
-
-    def __init__(self, workdir, cover, target, listener):
-        self.workdir = Path(workdir)
-        self.exe, self.conf = BIN, None
-        self.port = listener.getsockname()[1]
-        self.log_path = self.workdir / f"epolld-{time.monotonic_ns()}.log"
-        fd = listener.fileno()
-        argv = ["unshare", "-Urm", "--", "/bin/sh", "-c",
-                'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", str(cover), str(target),
-                sys.executable, "-c", _LAUNCH, str(fd), BIN]
-        env = {k: v for k, v in os.environ.items() if k not in rxhelpers._SYSTEMD_VARS}
-        with open(self.log_path, "wb") as err:
-            self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err, pass_fds=(fd,),
-                                         cwd=self.workdir)
-        self.pid = self.proc.pid
+# Runs the daemon's argv ("$@" after the shift) with COVER ($1) bind-mounted
+# over the default configuration directory ($2).
+COVER = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
 
 
 @pytest.fixture
-def on_defaults(rx):
-    """A daemon on the built-in defaults with an empty default directory;
-    returns (daemon, path of the default file as the test writes it)."""
-    if not can_unshare():
-        pytest.skip("unshare -Urm is not permitted here")
+def on_defaults(epolld):
+    """A daemon on the built-in defaults (no -c) in its own mount namespace,
+    where an empty directory hides the default configuration directory; its
+    listener passed as by socket activation. Returns (daemon, path of the
+    default file as the test writes it)."""
     target, inside = mount_point()
-    cover = rx.workdir / "sysconf"
+    cover = epolld.workdir / "sysconf"
     cover.mkdir()
+    wrapper = mount_namespace(COVER, str(cover), str(target))
     listener = socket.socket()
     listener.bind(("127.0.0.1", free_port()))
     listener.listen()
-    d = DefaultsDaemon(rx.workdir, cover, target, listener)
-    rx.daemons.append(d)
+    d = epolld.start(fds=[listener.fileno()], names=["test.socket"], wait=False, wrapper=wrapper)
     listener.close()
     log = d.wait_ready()
     assert "using built-in defaults" in log, log
@@ -128,7 +97,7 @@ def test_reload_and_upgrade_agree_on_a_file_written_since(on_defaults):
     d, file = on_defaults
     file.write_text("[server]\nmax_events = 7\n")
     d.signal(signal.SIGHUP)
-    d.wait_log("reload requested, but running on built-in defaults: nothing to read")
+    d.wait_text("reload requested, but running on built-in defaults: nothing to read")
     d.reexec()
     log = d.reexec()
     started = re.findall(r"started: .*", log)
@@ -142,7 +111,5 @@ def test_a_stray_reexec_variable_is_ignored():
     """EPOLLD_REEXEC_CONFIG counts only with LISTEN_PID naming the daemon,
     as its previous image sets them: from an operator's shell it changes
     nothing."""
-    env = {k: v for k, v in os.environ.items() if k not in rxhelpers._SYSTEMD_VARS}
-    env["EPOLLD_REEXEC_CONFIG"] = "/nonexistent/epolld.ini"
-    r = subprocess.run([BIN, "-t"], capture_output=True, text=True, env=env, timeout=10)
+    r = run_epolld("-t", env={"EPOLLD_REEXEC_CONFIG": "/nonexistent/epolld.ini"})
     assert r.returncode == 0 and "nonexistent" not in r.stdout + r.stderr, (r.stdout, r.stderr)
