@@ -10,7 +10,7 @@ import signal
 import socket
 import time
 
-from helpers import Client
+from helpers import Client, free_ports
 
 
 def fill(path):
@@ -49,18 +49,18 @@ def test_full_notify_socket_does_not_stall_the_loop(epolld):
     assert d.stop(timeout=2.0) == 0
 
 
-def test_full_notify_socket_does_not_stall_a_reload_that_stores_a_listener(sd):
+def test_full_notify_socket_does_not_stall_a_reload_that_stores_a_listener(epolld):
     """A reload that binds a new address hands it to the fd store (FDSTORE=1
     with the fd) and takes the old one out (FDSTOREREMOVE=1): with PID 1's
     queue full, a blocking send would freeze the loop in the middle of it."""
-    old, new = free_port(), free_port()
-    n = sd.notify()
-    conf = sd.config(listen=[f"127.0.0.1:{old}"])
-    d = sd.start(conf, notify=n)
+    old, new = free_ports(2)
+    n = epolld.notify()
+    conf = epolld.config(listen=[f"127.0.0.1:{old}"])
+    d = epolld.start(conf, level=None, notify=n)
     assert fill(n.path) > 0
-    sd.config(listen=[f"127.0.0.1:{new}"])
+    epolld.config(listen=[f"127.0.0.1:{new}"])
     d.signal(signal.SIGHUP)
-    d.wait_log("reloaded configuration from ", timeout=5.0)
+    d.wait_text("reloaded configuration from ", timeout=5.0)
     with Client(new, timeout=2.0) as c:
         c.ask(timeout=2.0)
     log = d.log()
