@@ -191,6 +191,7 @@ class Newcomer:
         self.commands = commands
         self.timeouts = timeouts
         self.running = None  # command 1's nspawn while its daemon serves
+        self.statuses = []  # repeated at the end: meson shows only the tail
 
     def _log(self, n):
         return os.path.join(self.work, f"command{n}.log")
@@ -210,9 +211,10 @@ class Newcomer:
             raise Abort(f"command {n} still running after {timeout}s; "
                         f"output:\n{tail(self._output(n))}")
 
-    @staticmethod
-    def _status(n, cmd, rc, took):
-        log(f"$ {cmd}\n  command {n}: exit status {rc}, {took:.0f}s")
+    def _status(self, n, cmd, rc, took):
+        line = f"$ {cmd}\n  command {n}: exit status {rc}, {took:.0f}s"
+        self.statuses.append(line)
+        log(line)
 
     def capabilities(self):
         proc = self._guest(0, "grep ^CapEff: /proc/self/status")
@@ -420,6 +422,8 @@ def main():
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    if newcomer and newcomer.statuses:
+        log("\n".join(newcomer.statuses))
     log(f"{report.passed} passed, {report.failed} failed "
         f"in {time.monotonic() - started:.0f}s")
     return 0 if report.failed == 0 else 1
