@@ -41,6 +41,8 @@ GUEST_PACKAGES = ["systemd", "dbus", "procps", "libinih1", "libsystemd0"]
 # Bump when the way the root file system is made changes.
 RECIPE_VERSION = "1"
 CACHE_DIR = "/var/tmp/epolld-system-rootfs"
+# The booted guest shows no login prompt on its console.
+BOOT_HOOKS = ['systemctl --root="$1" mask console-getty.service']
 MACHINE = "epolld-systest"
 GUEST_ENV = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
              "SYSTEMD_COLORS=0", "SYSTEMD_PAGER=", "TERM=dumb"]
@@ -141,17 +143,20 @@ def apt_sources():
     return entries
 
 
-def rootfs_key(packages=GUEST_PACKAGES):
-    recipe = json.dumps([RECIPE_VERSION, SUITE, sorted(packages)])
+def rootfs_key(packages=GUEST_PACKAGES, variant="essential", hooks=BOOT_HOOKS):
+    recipe = json.dumps([RECIPE_VERSION, SUITE, sorted(packages), variant,
+                         hooks])
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
-def prepare_rootfs(args, packages=GUEST_PACKAGES, cache_dir=CACHE_DIR):
-    """The cached root file system, built first if needed. A suite with
-    other PACKAGES keeps its own CACHE_DIR, so the suites do not evict
-    each other's."""
+def prepare_rootfs(args, packages=GUEST_PACKAGES, cache_dir=CACHE_DIR,
+                   variant="essential", hooks=BOOT_HOOKS):
+    """The cached root file system, built first if needed: mmdebstrap's
+    VARIANT with PACKAGES, then the customize HOOKS. A suite with another
+    recipe keeps its own CACHE_DIR, so the suites do not evict each
+    other's."""
     os.makedirs(cache_dir, exist_ok=True)
-    key = rootfs_key(packages)
+    key = rootfs_key(packages, variant, hooks)
     root = os.path.join(cache_dir, key)
     with open(os.path.join(cache_dir, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -166,10 +171,9 @@ def prepare_rootfs(args, packages=GUEST_PACKAGES, cache_dir=CACHE_DIR):
             raise StepFailed(f"no '{SUITE}' main entries in apt's sources")
         partial = root + ".partial"
         started = time.monotonic()
-        run(["mmdebstrap", "--mode=root", "--variant=essential",
-             "--include=" + ",".join(packages),
-             # No login prompt on the container's console.
-             "--customize-hook=systemctl --root=\"$1\" mask console-getty.service",
+        run(["mmdebstrap", "--mode=root", f"--variant={variant}",
+             *(["--include=" + ",".join(packages)] if packages else []),
+             *(f"--customize-hook={hook}" for hook in hooks),
              SUITE, partial, *sources], timeout=args.rootfs_timeout)
         open(os.path.join(partial, ".epolld-complete"), "w").close()
         os.rename(partial, root)
@@ -350,6 +354,33 @@ class Container:
         failed = self.guest(["systemctl", "--failed", "--plain",
                              "--no-legend"], timeout=10).stdout.strip()
         return f"{state}" + (f" (failed: {failed})" if failed else "")
+
+    def spawn(self, nspawn_args, out):
+        """systemd-nspawn NSPAWN_ARGS on the root, in this container's
+        cgroups, output to the file OUT; a Popen, not waited for. For a
+        command that does not boot (boot() is for one that does)."""
+        if not self.cgroups:
+            self._make_cgroups()
+        procs_files = [os.path.join(c, "cgroup.procs") for c in self.cgroups]
+        enter = "; ".join(f"echo $$ > {shlex.quote(p)}" for p in procs_files)
+        cmd = ["sh", "-c", enter + '; exec "$@"', "sh",
+               "systemd-nspawn", "--quiet", "--directory", self.root,
+               "--machine", self.name, "--keep-unit", "--register=no",
+               *nspawn_args]
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT,
+                                env=dict(os.environ,
+                                         SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1"))
+
+    def processes(self):
+        """PIDs (host's view) of every process in this container's cgroups."""
+        pids = set()
+        for cgroup in self.cgroups:
+            for dirpath, _, files in os.walk(cgroup):
+                if "cgroup.procs" in files:
+                    with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                        pids.update(int(p) for p in f.read().split())
+        return pids
 
     def _find_leader(self):
         if self.nspawn.poll() is not None:
