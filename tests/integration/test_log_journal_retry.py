@@ -15,7 +15,6 @@ import socket
 import struct
 import time
 
-
 from helpers import Client, wait_until
 from launcher import mount_namespace
 
