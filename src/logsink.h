@@ -8,9 +8,9 @@
 struct log_fields;
 
 /* Looks at what stderr is and whether it is the journal's stream; called
- * once at start (a re-exec'd image calls it again). INSTANCE ("" = none,
+ * once at start (a re-exec'd image calls it again). NAME, the instance ("" = none,
  * at most LOG_INSTANCE_MAX characters) tags every line. */
-void logsink_init(const char *instance);
+void logsink_init(const char *name);
 
 /* Writes one entry without blocking. True if it got out, or its start did
  * (the rest goes out before anything else); false if nothing was written. */
