@@ -237,12 +237,12 @@ def sched(pid):
     return run, slices
 
 
-ADDR_RE = r"(\d+\.\d+\.\d+\.\d+):\d+"
-
-
-def names(lines):
-    """The IPv4 addresses (with a port) named in log lines."""
-    return {a for ln in lines for a in re.findall(ADDR_RE, ln)}
+# How a backend's info lines name a connection that came with a header:
+# (what picks the line, the client endpoint and the balancer's).
+LOGGED = {
+    "accept": ("accepted connection", r" from (\S+) via (\S+) \(PROXY v2, fd \d+\)$"),
+    "close": ("closed connection", r"; client (\S+) via (\S+) \(fd \d+\)$"),
+}
 
 
 # --- the steps ------------------------------------------------------------
@@ -326,30 +326,34 @@ def step_spread(f):
         assert not errors, f"{len(errors)} failed: {errors[:3]}"
         extra = nothing_more(socks)
         assert not extra, f"{len(extra)} connections got more than one Hi!"
+        ours = {"%s:%d" % s.getsockname() for s in socks}
         scur = {n: int(r["scur"]) for n, r in f.servers().items()}
     finally:
         close_all(socks)
-    spread, client = {}, BALANCER if GATED else CLIENT
+    if GATED:  # the logs name the balancer until the daemon reads headers
+        return f"{SPREAD_CONNS} got exactly Hi!; HAProxy scur {scur}"
+    spread, named = {}, {"accept": set(), "close": set()}
     for n, b in f.b.items():
-        accepts = wait_until(lambda: b.lines(marks[n], "accepted connection"), 5, "accepts")
-        spread[n] = len(accepts)
-        closes = wait_until(
-            lambda: (lambda c: c if len(c) >= spread[n] else None)(
-                b.lines(marks[n], "closed connection")), 10, f"{n}'s close lines")
-        for kind, lines in [("accept", accepts), ("close", closes)][:1 if GATED else 2]:
-            assert names(lines) <= {client}, \
-                f"{n}'s {kind} lines name {names(lines) - {client}}, not only the client"
-            assert len(lines) == sum(client + ":" in ln for ln in lines), \
-                f"{n}: a {kind} line does not name the client"
-    if GATED:  # checks are accepted connections too
-        spread = {n: int(r["stot"]) for n, r in zip(f.b, f.servers().values())}
-    assert GATED or sum(spread.values()) == SPREAD_CONNS, f"accept lines: {spread}"
+        spread[n] = len(b.lines(marks[n], "accepted connection"))
+        wait_until(lambda: len(b.lines(marks[n], "closed connection")) >= spread[n], 10,
+                   f"{n}'s close lines")
+        for kind in named:
+            lines = b.lines(marks[n], LOGGED[kind][0])
+            got = [re.search(LOGGED[kind][1], ln) for ln in lines]
+            bad = [ln for ln, m in zip(lines, got)
+                   if not m or not m.group(2).startswith(BALANCER + ":")]
+            assert not bad, f"{n}: a {kind} line does not name client and balancer: {bad[0]}"
+            named[kind] |= {m.group(1) for m in got}
+    for kind, endpoints in named.items():
+        assert endpoints == ours, (f"{kind} lines name {len(endpoints - ours)} endpoints "
+                                   f"that are not the clients', and miss {len(ours - endpoints)}")
+    assert sum(spread.values()) == SPREAD_CONNS, f"accept lines: {spread}"
     assert min(spread.values()) >= SPREAD_CONNS // 6, f"uneven: {spread}"
     f.figures["spread"] = spread
-    return (f"{SPREAD_CONNS} of {SPREAD_CONNS} got exactly Hi!; held at once, per backend "
-            f"(accept lines naming {CLIENT}): "
-            + ", ".join(f"{n} {c}" for n, c in spread.items())
-            + f" (HAProxy scur: {scur})")
+    return (f"{SPREAD_CONNS} of {SPREAD_CONNS} got exactly Hi!, held at once; accept and close "
+            f"lines per backend: " + ", ".join(f"{n} {c}" for n, c in spread.items())
+            + f" (HAProxy scur {scur}), each naming one of the {SPREAD_CONNS} client "
+            f"endpoints ({CLIENT}:PORT) via the balancer")
 
 
 def churn_loop(ns, stop, results):
@@ -360,9 +364,9 @@ def churn_loop(ns, stop, results):
         t = time.monotonic()
         try:
             hello(BALANCER, timeout=3.0).close()
-            results.append((t, None))
+            results.append((t, None, time.monotonic() - t))
         except OSError as e:
-            results.append((t, str(e) or type(e).__name__))
+            results.append((t, str(e) or type(e).__name__, time.monotonic() - t))
         time.sleep(0.01)
 
 
@@ -385,6 +389,9 @@ def step_kill(f):
     finally:
         stop.set()
         th.join(timeout=30)
+    b2 = f.servers()["epolld2"]
+    retried = f"HAProxy counted for b2 {b2['econ']} connect errors, {b2['wretr']} retries, " \
+              f"{b2['wredis']} redispatches"
     # The held connections: those on b2 see the close, the others still work.
     eof = [s for s in held if s in nothing_more(held, 1.0)]
     for s in eof:
@@ -402,11 +409,15 @@ def step_kill(f):
     assert not fails_after, f"{len(fails_after)} failed after DOWN: {fails_after[:3]}"
     span = (f", from +{fails_before[0][0] - t_kill:.2f} s to +{fails_before[-1][0] - t_kill:.2f} s"
             if fails_before else "")
-    f.figures["kill"] = (len(fails_before), len(before), t_down - t_kill, len(after))
-    return (f"DOWN {t_down - t_kill:.2f} s after kill -9; before that {len(fails_before)} of "
-            f"{len([r for r in before if r[0] >= t_kill])} new connections failed{span}"
-            f"; after it 0 of {len(after)}. Of 30 held: {len(eof)} (on b2) saw the close "
-            f"at once, {len(alive)} kept working")
+    window = [r for r in before if r[0] >= t_kill]
+    slow = max((r[2] for r in window if not r[1]), default=0)
+    slow_after = max(r[2] for r in after)
+    f.figures["kill"] = (len(fails_before), len(window), t_down - t_kill, len(after))
+    return (f"DOWN {t_down - t_kill:.2f} s after kill -9; in that window {len(fails_before)} of "
+            f"{len(window)} new connections failed{span}, the slowest Hi! took {slow:.3f} s "
+            f"(retried elsewhere); after DOWN 0 of {len(after)} failed, slowest {slow_after:.3f} s."
+            f" Of 30 held: {len(eof)} (on b2) saw the close at once, {len(alive)} kept working. "
+            + retried)
 
 
 def step_restart(f):
