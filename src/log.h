@@ -84,6 +84,16 @@ void log_write(int priority, const struct log_fields *fields, const char *fmt, .
                         log_write((prio), (fields), __VA_ARGS__);                                  \
         } while (0)
 
+/* A line an operator looks for: EPOLLD_EVENT=EVENT and, if not NULL,
+ * REASON=REASON in the journal. */
+#define log_event(prio, event_, reason_, ...)                                                     \
+        do {                                                                                       \
+                if (log_enabled(prio)) {                                                           \
+                        struct log_fields f_ = { .event = (event_), .reason = (reason_) };         \
+                        log_write((prio), &f_, __VA_ARGS__);                                       \
+                }                                                                                  \
+        } while (0)
+
 #define log_err(...) log_full(LOG_ERR, NULL, __VA_ARGS__)
 #define log_warning(...) log_full(LOG_WARNING, NULL, __VA_ARGS__)
 #define log_notice(...) log_full(LOG_NOTICE, NULL, __VA_ARGS__)

@@ -76,7 +76,7 @@ static void apply_max_connections(struct server *s)
 
 static void log_started(const struct server *s)
 {
-        log_info("epolld %s started: %u listener(s), max_events=%u, max_connections=%u, "
+        log_event(LOG_INFO, "start", NULL, "epolld %s started: %u listener(s), max_events=%u, max_connections=%u, "
                  "backlog=%u, idle_timeout=%us, log level %s",
                  EPOLLD_VERSION, s->n_listeners, (unsigned)s->cfg.max_events,
                  (unsigned)s->max_connections, (unsigned)s->cfg.backlog,
@@ -186,7 +186,8 @@ static int apply_file(struct server *s, bool before_exec, char why[CONFIG_ERROR_
         idle_reconfigure(s, old_idle);
         if (next.proxy_timeout != old_proxy_timeout)
                 header_reconfigure(s);
-        log_notice("reloaded configuration from %s", s->config_path);
+        log_event(LOG_NOTICE, "reload-applied", NULL, "reloaded configuration from %s",
+                  s->config_path);
         return 0;
 }
 
@@ -202,7 +203,8 @@ int server_apply_config(struct server *s, bool before_exec)
         if (apply_file(s, before_exec, why) == 0)
                 return 0;
         log_err("%s", why);
-        log_err("%s failed, keeping the previous configuration", what);
+        log_event(LOG_ERR, "reload-refused", why, "%s failed, keeping the previous configuration",
+                  what);
         snprintf(status, sizeof(status), "%s failed: %s", what, why);
         notify_reloaded(s, status);
         return -1;
