@@ -55,10 +55,6 @@ SPREAD_CONNS = 600
 UPGRADE_CONNS = 300
 UPGRADE_PENDING = 30  # of them, with a reply left unread across the upgrade
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
-# GATE (until branch proxyd is merged): True when the built epolld has no
-# proxy_protocol yet. The fleet then runs without headers, and the steps
-# and assertions that need them are left out. Removed once merged.
-GATED = False
 
 
 def log(msg):
@@ -132,11 +128,10 @@ class Backend:
         self.config = os.path.join(tmp, f"{name}.ini")
         self.log_path = os.path.join(tmp, f"{name}.log")
         self.proc = None
-        proxy = (f"proxy_protocol = yes\nproxy_from = {BALANCER}/32\n"
-                 f"proxy_timeout = {PROXY_TIMEOUT}\n")
         with open(self.config, "w") as f:
-            f.write(f"[server]\nlisten = {addr}:{PORT}\n{'' if GATED else proxy}"
-                    "[log]\nlevel = info\n")
+            f.write(f"[server]\nlisten = {addr}:{PORT}\n"
+                    f"proxy_protocol = yes\nproxy_from = {BALANCER}/32\n"
+                    f"proxy_timeout = {PROXY_TIMEOUT}\n[log]\nlevel = info\n")
 
     def log(self):
         with open(self.log_path, errors="replace") as f:
@@ -183,8 +178,6 @@ class Fleet:
         with open(self.a.haproxy_cfg) as f:
             text = haproxy.readied(f.read(), sock=self.sock, balancer=BALANCER,
                                    **{n: BACKENDS[n] for n in BACKENDS})
-        if GATED:
-            text = text.replace(" send-proxy-v2", "")
         cfg = os.path.join(self.tmp, "haproxy.cfg")
         with open(cfg, "w") as f:
             f.write(text)
@@ -312,7 +305,7 @@ def step_checks(f):
     assert haproxy.all_up(f.sock), f"not all UP any more: {f.servers()}"
     for n, b in f.b.items():
         text = b.since(marks[n])
-        assert GATED or "connection" not in text, f"{n} logged a check at info: {text.strip()[-500:]}"
+        assert "connection" not in text, f"{n} logged a check at info: {text.strip()[-500:]}"
     return (f"all three UP (L7OK) {up_after:.1f} s after haproxy started; "
             f"no backend logged a line in {time.monotonic() - t0:.1f} s of checks")
 
@@ -330,8 +323,6 @@ def step_spread(f):
         scur = {n: int(r["scur"]) for n, r in f.servers().items()}
     finally:
         close_all(socks)
-    if GATED:  # the logs name the balancer until the daemon reads headers
-        return f"{SPREAD_CONNS} got exactly Hi!; HAProxy scur {scur}"
     spread, named = {}, {"accept": set(), "close": set()}
     for n, b in f.b.items():
         spread[n] = len(b.lines(marks[n], "accepted connection"))
@@ -507,8 +498,7 @@ def step_pingpong(f):
     rows = []
     for conns in (1, 16):
         via = loadgen(f, "client", BALANCER, conns)
-        direct = loadgen(f, "balancer", BACKENDS["b1"], conns,
-                         None if GATED else ["--proxy-v2", CLIENT])
+        direct = loadgen(f, "balancer", BACKENDS["b1"], conns, ["--proxy-v2", CLIENT])
         for label, r in (("via HAProxy", via), ("direct", direct)):
             assert r["errors"] == "0", f"{label}: {r['errors']} errors"
             rows.append(f"{conns:>2} conn {label:12} {float(r['rps']):>9,.0f} req/s  "
@@ -522,11 +512,16 @@ THROUGH_HAPROXY = [step_checks, step_spread, step_kill, step_restart,
                    step_rolling_upgrade, step_pingpong]
 
 
-def story(f):
+def step_backends(f):
+    """The three backends start with proxy_protocol = yes and listen."""
     for name in f.b:
         f.start_backend(name)
+    return ", ".join(f"{n} on {b.addr}:{PORT} (pid {b.proc.pid})" for n, b in f.b.items())
+
+
+def story(f):
     passed = 0
-    for step in ([] if GATED else DIRECT) + THROUGH_HAPROXY:
+    for step in [step_backends] + DIRECT + THROUGH_HAPROXY:
         t0 = time.monotonic()
         try:
             what = step(f)
@@ -576,14 +571,6 @@ def main():
     if stale:
         log(f"removed namespaces left by an earlier run: {' '.join(stale)}")
     tmp = tempfile.mkdtemp(prefix="epolld-fleet-")
-    global GATED
-    probe = os.path.join(tmp, "probe.ini")
-    with open(probe, "w") as pf:
-        pf.write("[server]\nproxy_protocol = yes\n")
-    GATED = subprocess.run([a.epolld, "-t", "-c", probe], capture_output=True,
-                           timeout=10).returncode != 0
-    if GATED:
-        log("GATED: this epolld has no proxy_protocol; the header steps are left out")
     t0, ok, f = time.monotonic(), False, None
     try:
         f = Fleet(a, tmp)
