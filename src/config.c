@@ -36,6 +36,9 @@ enum key {
         KEY_USER,
         KEY_REUSEPORT,
         KEY_LEVEL,
+        KEY_PROXY_PROTOCOL,
+        KEY_PROXY_FROM,
+        KEY_PROXY_TIMEOUT,
         KEY_COUNT,
 };
 
@@ -54,6 +57,9 @@ static const struct key_spec keys[KEY_COUNT] = {
         [KEY_USER] = { "server", "user", 0, 0 },
         [KEY_REUSEPORT] = { "server", "reuseport", 0, 0 },
         [KEY_LEVEL] = { "log", "level", 0, 0 },
+        [KEY_PROXY_PROTOCOL] = { "server", "proxy_protocol", 0, 0 },
+        [KEY_PROXY_FROM] = { "server", "proxy_from", 0, 0 },
+        [KEY_PROXY_TIMEOUT] = { "server", "proxy_timeout", 1, 60 },
 };
 
 static const char *const sections[] = { "server", "log" };
@@ -100,6 +106,7 @@ void config_defaults(struct config *c)
         c->max_connections = 65536;
         c->idle_timeout = 0;
         c->log_level = LOG_INFO;
+        c->proxy_timeout = 5;
 }
 
 static bool known_section(const char *name, size_t len)
@@ -162,7 +169,7 @@ static void refuse_indented(struct parser *p)
 {
         if (p->prev_key < 0)
                 error_at(p, "indented line (keys and sections must not be indented)");
-        else if (p->prev_key == KEY_LISTEN)
+        else if (p->prev_key == KEY_LISTEN || p->prev_key == KEY_PROXY_FROM)
                 error_at(p,
                          "indented line continues '%s' from line %u (continuation lines are not "
                          "allowed; repeat the key)",
@@ -347,6 +354,45 @@ static void set_reuseport(struct parser *p, const char *v)
         p->c->reuseport = v[0] == 'y';
 }
 
+static void set_proxy_protocol(struct parser *p, const char *v)
+{
+        if (strcmp(v, "yes") != 0 && strcmp(v, "no") != 0) {
+                error_at(p, "proxy_protocol: expected yes or no, not '%s'", v);
+                return;
+        }
+        p->c->proxy_protocol = v[0] == 'y';
+}
+
+/* Repeatable, like listen; a network given twice is a typo. */
+static void set_proxy_from(struct parser *p, const char *v)
+{
+        struct config *c = p->c;
+        char why[256], shown[CIDR_TEXT_MAX];
+        struct cidr net;
+
+        if (cidr_parse(v, &net, why, sizeof(why)) < 0) {
+                error_at(p, "proxy_from: %s", why);
+                return;
+        }
+        for (unsigned i = 0; i < c->n_proxy_from; i++) {
+                const struct cidr *o = &c->proxy_from[i];
+
+                if (o->family == net.family && o->prefix == net.prefix &&
+                    memcmp(o->addr, net.addr, sizeof(net.addr)) == 0) {
+                        cidr_format(&net, shown);
+                        error_at(p, "proxy_from: duplicate network %s (also on line %u)", shown,
+                                 c->proxy_from_line[i]);
+                        return;
+                }
+        }
+        if (c->n_proxy_from == CONFIG_MAX_PROXY_FROM) {
+                error_at(p, "proxy_from: too many networks (at most %d)", CONFIG_MAX_PROXY_FROM);
+                return;
+        }
+        c->proxy_from_line[c->n_proxy_from] = p->line;
+        c->proxy_from[c->n_proxy_from++] = net;
+}
+
 static uint32_t *number_field(struct config *c, int key)
 {
         switch (key) {
@@ -358,6 +404,8 @@ static uint32_t *number_field(struct config *c, int key)
                 return &c->max_connections;
         case KEY_IDLE_TIMEOUT:
                 return &c->idle_timeout;
+        case KEY_PROXY_TIMEOUT:
+                return &c->proxy_timeout;
         default:
                 return NULL;
         }
@@ -367,7 +415,11 @@ static void set_key(struct parser *p, int key, const char *value)
 {
         uint32_t *field = number_field(p->c, key);
 
-        if (key == KEY_LISTEN)
+        if (key == KEY_PROXY_PROTOCOL)
+                set_proxy_protocol(p, value);
+        else if (key == KEY_PROXY_FROM)
+                set_proxy_from(p, value);
+        else if (key == KEY_LISTEN)
                 set_listen(p, value);
         else if (key == KEY_LEVEL)
                 set_level(p, value);
@@ -397,7 +449,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
                 error_at(p, "unknown key '%s' in section [%s]", name, section);
                 return 1;
         }
-        if (p->seen[key] && key != KEY_LISTEN) {
+        if (p->seen[key] && key != KEY_LISTEN && key != KEY_PROXY_FROM) {
                 error_at(p, "duplicate key '%s' (first set on line %u)", name, p->seen[key]);
                 return 1;
         }

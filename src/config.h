@@ -8,10 +8,12 @@
 #include <stdio.h>
 
 #include "addr.h"
+#include "cidr.h"
 
 #define CONFIG_MAX_LISTEN 64
 #define CONFIG_ERROR_MAX 512
 #define CONFIG_USER_MAX 32
+#define CONFIG_MAX_PROXY_FROM 64
 /* A configuration file is a few hundred bytes; the limit bounds the work a
  * reload does in the loop whatever the path names. */
 #define CONFIG_FILE_MAX 1048576 /* 1 MiB */
@@ -27,6 +29,11 @@ struct config {
         bool reuseport; /* SO_REUSEPORT on the listeners we bind */
         int log_level; /* syslog priority */
         char user[CONFIG_USER_MAX + 1]; /* drop to this user after binding; "" = stay */
+        bool proxy_protocol; /* every connection begins with a PROXY v1/v2 header */
+        uint32_t proxy_timeout; /* seconds a header may take to arrive */
+        struct cidr proxy_from[CONFIG_MAX_PROXY_FROM]; /* peers that may send one; none = any */
+        unsigned proxy_from_line[CONFIG_MAX_PROXY_FROM];
+        unsigned n_proxy_from;
 };
 
 /* The documented defaults: listen 127.0.0.1:8001, max_events 1024, ... */

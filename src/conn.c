@@ -22,7 +22,9 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "dlist.h"
 #include "fd.h"
+#include "header.h"
 #include "idle.h"
 #include "listener.h"
 #include "log.h"
@@ -32,7 +34,7 @@
 
 static void update_interest(struct server *s, int fd, struct conn *c);
 
-static char scratch[64 * 1024];
+char conn_scratch[CONN_SCRATCH_SIZE];
 static char replies[CONN_PENDING_MAX];
 
 int conn_table_init(struct server *s, uint32_t size)
@@ -58,18 +60,114 @@ void conn_table_deinit(struct server *s)
         s->conns = NULL;
 }
 
-/* "accepted"/"adopted connection #ID from ADDR:PORT (fd N)", with the
- * peer as journal fields (EPOLLD_EVENT=accept or adopt). */
-static void log_peer(const char *verb, const struct conn *c, int fd, const struct sockaddr *peer)
-{
-        char host[ADDR_TEXT_MAX], text[ADDR_TEXT_MAX];
-        const char *event = strcmp(verb, "accepted") == 0 ? "accept" : "adopt";
-        struct log_fields f = { .event = event, .remote_addr = host, .conn_id = c->id };
+_Static_assert(sizeof(struct conn) <= 64, "a connection must cost at most 64 bytes");
 
-        addr_host(peer, host, &f.remote_port);
-        addr_format(peer, text);
-        log_write(LOG_INFO, &f, "%s connection #%llu from %s (fd %d)", verb,
-                  (unsigned long long)c->id, text, fd);
+void conn_client(const struct conn *c, struct sockaddr_storage *out)
+{
+        struct sockaddr_in *in = (struct sockaddr_in *)out;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+
+        memset(out, 0, sizeof(*out));
+        if (c->flags & CONN_ADDR6) {
+                in6->sin6_family = AF_INET6;
+                memcpy(&in6->sin6_addr, c->addr, sizeof(in6->sin6_addr));
+                in6->sin6_port = htons(c->port);
+        } else {
+                in->sin_family = AF_INET;
+                memcpy(&in->sin_addr, c->addr, sizeof(in->sin_addr));
+                in->sin_port = htons(c->port);
+        }
+}
+
+void conn_set_client(struct conn *c, const struct sockaddr *sa)
+{
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+        memset(c->addr, 0, sizeof(c->addr));
+        c->flags &= (uint8_t)~CONN_ADDR6;
+        if (sa->sa_family == AF_INET6) {
+                c->flags |= CONN_ADDR6;
+                memcpy(c->addr, &in6->sin6_addr, sizeof(in6->sin6_addr));
+                c->port = ntohs(in6->sin6_port);
+        } else if (sa->sa_family == AF_INET) {
+                memcpy(c->addr, &in->sin_addr, sizeof(in->sin_addr));
+                c->port = ntohs(in->sin_port);
+        } else {
+                c->port = 0;
+        }
+}
+
+/* Text and journal fields for C's client and, after a PROXY header, the
+ * balancer (the socket's peer, looked up only when a line is written). */
+struct names {
+        char client[ADDR_TEXT_MAX], client_host[ADDR_TEXT_MAX];
+        char via[ADDR_TEXT_MAX + 8], proxy_host[ADDR_TEXT_MAX];
+};
+
+static void name_peers(const struct conn *c, int fd, const struct sockaddr *balancer,
+                       struct names *n, struct log_fields *f)
+{
+        struct sockaddr_storage client, peer = { 0 };
+        socklen_t len = sizeof(peer);
+        char text[ADDR_TEXT_MAX];
+
+        conn_client(c, &client);
+        addr_format((struct sockaddr *)&client, n->client);
+        addr_host((struct sockaddr *)&client, n->client_host, &f->remote_port);
+        f->remote_addr = n->client_host;
+        n->via[0] = '\0';
+        if (!(c->flags & CONN_PROXIED))
+                return;
+        if (!balancer && getpeername(fd, (struct sockaddr *)&peer, &len) == 0)
+                balancer = (struct sockaddr *)&peer;
+        if (!balancer)
+                return;
+        addr_format(balancer, text);
+        snprintf(n->via, sizeof(n->via), " via %s", text);
+        addr_host(balancer, n->proxy_host, &f->proxy_port);
+        f->proxy_addr = n->proxy_host;
+}
+
+/* A health check (v2 LOCAL) is logged at debug: one every few seconds
+ * from every balancer would drown the clients' lines. */
+static int conn_priority(const struct conn *c)
+{
+        return c->flags & CONN_LOCAL ? LOG_DEBUG : LOG_INFO;
+}
+
+static const char *header_kind(const struct conn *c, int version)
+{
+        if (!(c->flags & CONN_PROXIED))
+                return "";
+        if (c->flags & CONN_LOCAL)
+                return "PROXY v2 LOCAL, ";
+        return version == 1 ? "PROXY v1, " : version == 2 ? "PROXY v2, " : "PROXY, ";
+}
+
+/* "accepted"/"adopted connection #ID from CLIENT[ via BALANCER] ([PROXY vN,
+ * ]fd N)", with the client (and the balancer) as journal fields
+ * (EPOLLD_EVENT=accept or adopt). */
+static void log_opened(const char *verb, const struct conn *c, int fd,
+                       const struct sockaddr *balancer, int version)
+{
+        struct log_fields f = { .event = verb[1] == 'c' ? "accept" : "adopt", .conn_id = c->id };
+        struct names n;
+
+        if (!log_enabled(conn_priority(c)) || !log_allow(LOG_LIMIT_ACCEPT))
+                return;
+        name_peers(c, fd, balancer, &n, &f);
+        log_write(conn_priority(c), &f, "%s connection #%llu from %s%s (%sfd %d)", verb,
+                  (unsigned long long)c->id, n.client, n.via, header_kind(c, version), fd);
+}
+
+void conn_established(struct server *s, int fd, const struct sockaddr *peer, int version)
+{
+        struct conn *c = &s->conns[fd];
+
+        c->id = ++s->stats.accepted;
+        idle_add(s, fd);
+        log_opened("accepted", c, fd, peer, version);
 }
 
 /* Returns 0, or -errno if the fd could not join the epoll set (then it is
@@ -85,29 +183,48 @@ static int conn_open(struct server *s, int fd, const struct sockaddr *peer)
                         log_err("close of fd %d failed: %s", fd, strerror(errno));
                 return r;
         }
-        *c = (struct conn){ .id = ++s->stats.accepted,
-                            .gen = gen,
+        *c = (struct conn){ .gen = gen,
+                            .born_us = s->now_us,
                             .events = EPOLLIN,
                             .flags = CONN_OPEN,
-                            .idle_prev = -1,
-                            .idle_next = -1 };
+                            .prev = -1,
+                            .next = -1 };
+        conn_set_client(c, peer);
         s->n_conns++;
         if (fd > s->max_fd)
                 s->max_fd = fd;
-        idle_add(s, fd);
-        if (log_enabled(LOG_INFO) && log_allow(LOG_LIMIT_ACCEPT))
-                log_peer("accepted", c, fd, peer);
+        if (s->cfg.proxy_protocol) {
+                c->flags |= CONN_HEADER; /* a client's only once the header names it */
+                header_begin(s, fd);
+                return 0;
+        }
+        conn_established(s, fd, peer, 0);
         return 0;
 }
 
-static void log_adopt(const struct conn *c, int fd)
+/* A record of version 3 has the client, the accept time and the header
+ * phase; older ones (born_us 0) and a missing one get the socket's peer
+ * and start their life now. */
+static void restore(struct server *s, int fd, struct conn *c, const struct state_record *r)
 {
         struct sockaddr_storage peer = { 0 };
         socklen_t len = sizeof(peer);
 
-        if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0)
-                peer.ss_family = AF_UNSPEC;
-        log_peer("adopted", c, fd, (struct sockaddr *)&peer);
+        c->born_us = s->now_us;
+        if (r) {
+                c->id = r->id;
+                c->replies = r->replies;
+                c->pending = (uint16_t)r->pending; /* checked: at most PROXY_MAX_LEN */
+                c->flags |= (uint8_t)(r->flags & CONN_STATE_FLAGS);
+        }
+        if (r && r->born_us) {
+                c->born_us = r->born_us;
+                memcpy(c->addr, r->addr, sizeof(c->addr));
+                c->port = r->port;
+                return;
+        }
+        if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0)
+                conn_set_client(c, (struct sockaddr *)&peer);
 }
 
 int conn_adopt(struct server *s, int fd, const struct state_record *r)
@@ -124,23 +241,23 @@ int conn_adopt(struct server *s, int fd, const struct state_record *r)
                 return err;
         }
         c = &s->conns[fd];
-        *c = (struct conn){ .id = r ? r->id : ++s->stats.accepted,
-                            .gen = c->gen,
+        *c = (struct conn){ .gen = c->gen,
                             .events = EPOLLIN,
                             .flags = CONN_OPEN | CONN_ADOPTED,
-                            .idle_prev = -1,
-                            .idle_next = -1 };
-        if (r) {
-                c->replies = r->replies;
-                c->pending = r->pending;
-                c->flags |= (uint8_t)(r->flags & CONN_EOF);
-        }
+                            .prev = -1,
+                            .next = -1 };
+        restore(s, fd, c, r);
         s->n_conns++;
         if (fd > s->max_fd)
                 s->max_fd = fd;
+        if (c->flags & CONN_HEADER) {
+                header_adopt(s, fd); /* not a client's yet: no line */
+                return 0;
+        }
+        if (!c->id)
+                c->id = ++s->stats.accepted;
         idle_add(s, fd);
-        if (log_enabled(LOG_INFO) && log_allow(LOG_LIMIT_ACCEPT))
-                log_adopt(c, fd);
+        log_opened("adopted", c, fd, NULL, 0);
         if (c->flags & CONN_EOF && !c->pending)
                 conn_close(s, fd, "closed by peer");
         else
@@ -159,6 +276,11 @@ static bool accept_one(struct server *s, const struct listener *l)
                 if ((uint32_t)fd >= s->table_size) { /* cannot happen: table covers RLIMIT */
                         log_err("accepted fd %d beyond the connection table; closing it", fd);
                         close(fd);
+                        return true;
+                }
+                if (s->cfg.proxy_protocol && !header_peer_allowed(s, (struct sockaddr *)&peer)) {
+                        header_log_refusal((struct sockaddr *)&peer, fd, "not in proxy_from");
+                        close(fd); /* before anything is read: nothing to undo */
                         return true;
                 }
                 r = conn_open(s, fd, (struct sockaddr *)&peer);
@@ -216,23 +338,32 @@ void conn_accept(struct server *s, uint32_t idx)
         }
 }
 
-static void log_close(const struct conn *c, int fd, const char *why)
+/* "closed connection #ID (WHY) after N replies in S.mmm s; client
+ * CLIENT[ via BALANCER] (fd N)" (EPOLLD_EVENT=close, with DURATION_USEC). */
+static void log_close(const struct server *s, const struct conn *c, int fd, const char *why)
 {
-        struct log_fields f = {
-                .event = "close", .conn_id = c->id, .replies = c->replies, .has_replies = true
-        };
+        struct log_fields f = { .event = "close",
+                                .conn_id = c->id,
+                                .replies = c->replies,
+                                .has_replies = true,
+                                .has_duration = true };
+        struct names n;
 
-        log_write(LOG_INFO, &f, "closed connection #%llu (%s) after %llu replies (fd %d)",
-                  (unsigned long long)c->id, why, (unsigned long long)c->replies, fd);
+        f.duration_usec = s->now_us > c->born_us ? s->now_us - c->born_us : 0;
+        name_peers(c, fd, NULL, &n, &f);
+        log_write(conn_priority(c), &f,
+                  "closed connection #%llu (%s) after %llu replies in %llu.%03llu s; client %s%s "
+                  "(fd %d)",
+                  (unsigned long long)c->id, why, (unsigned long long)c->replies,
+                  (unsigned long long)(f.duration_usec / 1000000u),
+                  (unsigned long long)(f.duration_usec / 1000u % 1000u), n.client, n.via, fd);
 }
 
-void conn_close(struct server *s, int fd, const char *why)
+/* Takes FD out of the table: the one place a connection's slot is freed. */
+static void release(struct server *s, int fd)
 {
         struct conn *c = &s->conns[fd];
 
-        if (log_enabled(LOG_INFO) && log_allow(LOG_LIMIT_CLOSE))
-                log_close(c, fd, why);
-        idle_remove(s, fd);
         /* close() drops the fd from the epoll set only with the last copy
          * of the socket: ours, unless PID 1 still holds the adopted one. */
         if (c->flags & CONN_ADOPTED)
@@ -245,6 +376,26 @@ void conn_close(struct server *s, int fd, const char *why)
         s->n_conns--;
         if (s->paused & PAUSE_FULL && s->n_conns < s->max_connections)
                 listeners_resume(s, PAUSE_FULL);
+}
+
+void conn_close(struct server *s, int fd, const char *why)
+{
+        struct conn *c = &s->conns[fd];
+
+        if (c->flags & CONN_HEADER) {
+                header_remove(s, fd);
+                release(s, fd);
+                return;
+        }
+        if (log_enabled(conn_priority(c)) && log_allow(LOG_LIMIT_CLOSE))
+                log_close(s, c, fd, why);
+        idle_remove(s, fd);
+        release(s, fd);
+}
+
+void conn_drop(struct server *s, int fd)
+{
+        release(s, fd);
 }
 
 void conn_close_all(struct server *s)
@@ -264,7 +415,8 @@ void conn_close_all(struct server *s)
                 n++;
         }
         s->n_conns = 0;
-        s->idle_head = s->idle_tail = -1;
+        dlist_clear(&s->idle);
+        dlist_clear(&s->hdr);
         if (n)
                 log_info("closed %u connection(s) at shutdown", n);
 }
@@ -278,7 +430,7 @@ static int flush(struct server *s, int fd, struct conn *c)
         ssize_t n = write(fd, replies + off, c->pending);
 
         if (n >= 0) {
-                c->pending -= (uint32_t)n;
+                c->pending = (uint16_t)(c->pending - n);
                 return 0;
         }
         if (errno == EAGAIN || errno == EINTR)
@@ -290,15 +442,20 @@ static int flush(struct server *s, int fd, struct conn *c)
         return -1;
 }
 
+static void count_reply(struct server *s, struct conn *c)
+{
+        c->pending = (uint16_t)(c->pending + CONN_REPLY_LEN);
+        c->replies++;
+        s->stats.replies++;
+}
+
 /* Returns -1 if the connection was closed. */
 static int read_once(struct server *s, int fd, struct conn *c)
 {
-        ssize_t n = read(fd, scratch, sizeof(scratch));
+        ssize_t n = read(fd, conn_scratch, sizeof(conn_scratch));
 
         if (n > 0) {
-                c->pending += CONN_REPLY_LEN;
-                c->replies++;
-                s->stats.replies++;
+                count_reply(s, c);
                 log_full(LOG_DEBUG, NULL, "connection #%llu: read %zd bytes",
                          (unsigned long long)c->id, n);
                 return 0;
@@ -350,10 +507,19 @@ void conn_on_event(struct server *s, uint64_t tag, uint32_t events)
 
         if (!(c->flags & CONN_OPEN) || c->gen != tag_gen(tag))
                 return; /* closed earlier in this batch */
-        idle_touch(s, fd); /* any event is traffic: data, room to write, or an error */
-        if (c->events & EPOLLIN && events & (EPOLLIN | EPOLLERR | EPOLLHUP) &&
-            read_once(s, fd, c) < 0)
-                return;
+        if (c->flags & CONN_HEADER) {
+                enum header_result r = header_on_event(s, fd);
+
+                if (r == HEADER_CLOSED || r == HEADER_WAITING)
+                        return;
+                if (r == HEADER_DONE_DATA)
+                        count_reply(s, c);
+        } else {
+                idle_touch(s, fd); /* any event is traffic: data, room to write, or an error */
+                if (c->events & EPOLLIN && events & (EPOLLIN | EPOLLERR | EPOLLHUP) &&
+                    read_once(s, fd, c) < 0)
+                        return;
+        }
         if (c->pending && flush(s, fd, c) < 0)
                 return;
         if (c->flags & CONN_EOF && !c->pending) {

@@ -2,7 +2,9 @@
  * backpressure and close. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 struct server;
 struct state_record;
@@ -13,16 +15,28 @@ struct state_record;
  * client that never reads cannot make us hold more than this. */
 #define CONN_PENDING_MAX (64u * CONN_REPLY_LEN)
 
-/* Kept small on purpose (40 bytes, less than a cache line): a held idle
- * connection costs this and nothing else in user space. */
+/* Kept small on purpose (64 bytes, one cache line): a held idle connection
+ * costs this and nothing else in user space. The client's address is kept
+ * because the close line must name it, and after a PROXY header only the
+ * header knew it. */
 struct conn {
-        uint64_t id;
+        uint64_t id; /* 0 while the PROXY header is awaited: not yet a client's */
         uint64_t replies; /* replies counted, written or pending */
-        uint32_t pending; /* bytes of replies not yet written */
+        uint64_t born_us; /* CLOCK_MONOTONIC us of the accept, for the lifetime */
         uint32_t gen; /* bumped at close: stale events are skipped */
-        int32_t idle_prev; /* idle list links (fds), -1 = none */
-        int32_t idle_next;
-        uint32_t last_ms; /* last activity, for idle_timeout */
+        /* Deadline list links (fds), -1 = none: the header list while
+         * CONN_HEADER, else the idle list (while idle_timeout is on). */
+        int32_t prev;
+        int32_t next;
+        uint32_t last_ms; /* last activity; in the header phase, the accept */
+        uint8_t addr[16]; /* the client: IPv4 in the first 4 bytes unless CONN_ADDR6 */
+        uint16_t port; /* the client's, host order */
+        union {
+                uint16_t pending; /* bytes of replies not yet written */
+                /* CONN_HEADER: bytes of header seen at the last look, so
+                 * SO_RCVLOWAT is one more (0: not raised) */
+                uint16_t peeked;
+        };
         uint16_t events; /* interest registered with epoll */
         uint8_t flags; /* CONN_* */
 };
@@ -33,7 +47,19 @@ enum {
         /* Inherited: PID 1 may still hold a copy (fd store), so close()
          * alone would not take it out of the epoll set. */
         CONN_ADOPTED = 1u << 2,
+        CONN_HEADER = 1u << 3, /* a PROXY header is still awaited (header.c) */
+        CONN_PROXIED = 1u << 4, /* a PROXY header came: the socket's peer is the balancer */
+        CONN_LOCAL = 1u << 5, /* it was v2 LOCAL (a health check) or v1 UNKNOWN */
+        CONN_ADDR6 = 1u << 6, /* addr is IPv6 */
 };
+/* What a state record carries over; CONN_OPEN and CONN_ADOPTED are the
+ * adopter's to set. */
+#define CONN_STATE_FLAGS (CONN_EOF | CONN_HEADER | CONN_PROXIED | CONN_LOCAL | CONN_ADDR6)
+
+/* Where reads land (the reply does not depend on what was read), and where
+ * header.c peeks at a PROXY header. */
+#define CONN_SCRATCH_SIZE (64 * 1024)
+extern char conn_scratch[CONN_SCRATCH_SIZE];
 
 /* Reserves (does not touch) one slot per possible fd. */
 int conn_table_init(struct server *s, uint32_t size);
@@ -50,4 +76,17 @@ void conn_on_event(struct server *s, uint64_t tag, uint32_t events);
 int conn_adopt(struct server *s, int fd, const struct state_record *r);
 
 void conn_close(struct server *s, int fd, const char *why);
+/* Closes a connection that never became a client's (refused at accept or
+ * in the header phase): no close line, no lifetime. */
+void conn_drop(struct server *s, int fd);
+
+/* The header is done: C's address is the client's (set by the caller),
+ * the connection joins the idle list and its accept line is written, naming
+ * the balancer PEER that sent a PROXY header of VERSION. */
+void conn_established(struct server *s, int fd, const struct sockaddr *peer, int version);
+
+/* C's client address as a socket address. */
+void conn_client(const struct conn *c, struct sockaddr_storage *out);
+/* Stores SA (AF_INET or AF_INET6) as C's client address. */
+void conn_set_client(struct conn *c, const struct sockaddr *sa);
 void conn_close_all(struct server *s);

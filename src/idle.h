@@ -20,7 +20,8 @@ void idle_on_timer(struct server *s);
  * unless the timeout was off (then none was kept, and all start now). */
 void idle_reconfigure(struct server *s, uint32_t old);
 
-/* Reads CLOCK_MONOTONIC into s->now_ms (once per loop turn); returns it in
+/* Reads CLOCK_MONOTONIC into s->now_ms and s->now_us (once per loop turn,
+ * every turn: accept times need it); returns it in
  * whole milliseconds, as idle_monotonic_ms() does. */
 uint64_t idle_clock(struct server *s);
 uint64_t idle_monotonic_ms(void);

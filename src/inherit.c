@@ -26,6 +26,7 @@
 
 #include "conn.h"
 #include "fdstore.h"
+#include "header.h"
 #include "idle.h"
 #include "listener.h"
 #include "log.h"
@@ -208,6 +209,7 @@ static void adopt_connections(struct server *s, struct found *f)
                 adopted += adopt_one(s, f->conns[i], r, now);
         }
         idle_order(s);
+        header_order(s);
         if (f->n_conns)
                 log_notice("adopted %u of %u inherited connection(s)", adopted, f->n_conns);
         state_free(&st);

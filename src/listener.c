@@ -247,6 +247,14 @@ void listeners_close(struct server *s)
         s->accept_timer_fd = -1;
 }
 
+/* EPOLLD_EVENT=accept-paused / accept-resumed, REASON= the pause's. */
+static const struct log_fields pause_fields = { .event = "accept-paused",
+                                                .reason = "max_connections" };
+static const struct log_fields resume_fields = { .event = "accept-resumed",
+                                                 .reason = "max_connections" };
+static const struct log_fields nofile_fields = { .event = "accept-paused",
+                                                 .reason = "descriptors" };
+
 void listeners_pause(struct server *s, enum pause_reason why)
 {
         bool was_active = s->paused == 0;
@@ -262,7 +270,7 @@ void listeners_pause(struct server *s, enum pause_reason why)
                                 strerror(-r));
         }
         if (why == PAUSE_FULL)
-                log_limited(LOG_INFO, LOG_LIMIT_PAUSE, NULL,
+                log_limited(LOG_INFO, LOG_LIMIT_PAUSE, &pause_fields,
                             "max_connections (%u) reached; accepting paused",
                             (unsigned)s->max_connections);
 }
@@ -282,7 +290,7 @@ void listeners_resume(struct server *s, enum pause_reason why)
                                 strerror(-r));
         }
         if (why == PAUSE_FULL)
-                log_limited(LOG_INFO, LOG_LIMIT_PAUSE, NULL, "accepting again (%u connections)",
+                log_limited(LOG_INFO, LOG_LIMIT_PAUSE, &resume_fields, "accepting again (%u connections)",
                             (unsigned)s->n_conns);
 }
 
@@ -297,7 +305,7 @@ static void arm_retry(struct server *s)
 void listeners_nofile(struct server *s, const struct listener *l, int err)
 {
         if (s->accept_failures++ == 0)
-                log_limited(LOG_WARNING, LOG_LIMIT_ACCEPT_ERROR, NULL,
+                log_limited(LOG_WARNING, LOG_LIMIT_ACCEPT_ERROR, &nofile_fields,
                             "accept on %s failed: %s; pausing accepts, retrying every %d ms",
                             l->name, strerror(err), NOFILE_RETRY_MS);
         listeners_pause(s, PAUSE_NOFILE);
@@ -306,7 +314,8 @@ void listeners_nofile(struct server *s, const struct listener *l, int err)
 
 void listeners_nofile_over(struct server *s)
 {
-        log_notice("accepting again after %llu failed attempts",
+        log_event(LOG_NOTICE, "accept-resumed", "descriptors",
+                  "accepting again after %llu failed attempts",
                    (unsigned long long)s->accept_failures);
         s->accept_failures = 0;
 }
@@ -451,13 +460,14 @@ static void announce(struct server *s, const struct config *c, const struct list
                         check_reuseport(&s->listeners[i], c->reuseport);
                         continue;
                 }
-                log_info("no longer listening on %s", s->listeners[i].name);
+                log_event(LOG_INFO, "unlisten", NULL, "no longer listening on %s",
+                          s->listeners[i].name);
                 fdstore_remove(s, s->listeners[i].fdname);
         }
         for (unsigned i = 0; i < n; i++) {
                 if (!opened[i])
                         continue;
-                log_info("listening on %s", next[i].name);
+                log_event(LOG_INFO, "listen", NULL, "listening on %s", next[i].name);
                 fdstore_push_listener(s, &next[i]);
         }
 }

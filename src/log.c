@@ -48,6 +48,7 @@ static const char *const limit_names[LOG_LIMIT_COUNT] = {
         [LOG_LIMIT_PAUSE] = "accept pause",
         [LOG_LIMIT_MEMORY] = "out of memory",
         [LOG_LIMIT_TIMER] = "timer",
+        [LOG_LIMIT_PROXY] = "PROXY refusal",
 };
 
 static const char *const level_names[] = {

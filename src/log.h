@@ -23,6 +23,11 @@ struct log_fields {
         uint64_t conn_id; /* CONNECTION_ID=, when non-zero */
         uint64_t replies; /* REPLIES=, when has_replies */
         bool has_replies;
+        const char *proxy_addr; /* PROXY_ADDR=: the balancer that sent a PROXY header */
+        unsigned proxy_port; /* PROXY_PORT=, with proxy_addr */
+        uint64_t duration_usec; /* DURATION_USEC=, when has_duration: a connection's life */
+        bool has_duration;
+        const char *reason; /* REASON=: why (a refusal, a pause, a failed reload, ...) */
 };
 
 /* Lines a remote peer can trigger at a high rate are rate-limited per kind,
@@ -35,6 +40,7 @@ enum log_limit {
         LOG_LIMIT_PAUSE,
         LOG_LIMIT_MEMORY,
         LOG_LIMIT_TIMER, /* a timer that cannot be armed, retried every loop turn */
+        LOG_LIMIT_PROXY, /* a connection refused for its PROXY header or its peer */
         LOG_LIMIT_COUNT,
 };
 
@@ -80,6 +86,16 @@ void log_write(int priority, const struct log_fields *fields, const char *fmt, .
         do {                                                                                       \
                 if (log_enabled(prio) && log_allow(kind))                                          \
                         log_write((prio), (fields), __VA_ARGS__);                                  \
+        } while (0)
+
+/* A line an operator looks for: EPOLLD_EVENT=EVENT and, if not NULL,
+ * REASON=REASON in the journal. */
+#define log_event(prio, event_, reason_, ...)                                                     \
+        do {                                                                                       \
+                if (log_enabled(prio)) {                                                           \
+                        struct log_fields f_ = { .event = (event_), .reason = (reason_) };         \
+                        log_write((prio), &f_, __VA_ARGS__);                                       \
+                }                                                                                  \
         } while (0)
 
 #define log_err(...) log_full(LOG_ERR, NULL, __VA_ARGS__)

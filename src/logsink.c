@@ -254,6 +254,14 @@ static size_t journal_entry(char *buf, size_t size, int priority, const struct l
                 n = add_number(buf, n, size, "CONNECTION_ID", f->conn_id);
         if (f->has_replies)
                 n = add_number(buf, n, size, "REPLIES", f->replies);
+        if (f->proxy_addr) {
+                n = add_field(buf, n, size, "PROXY_ADDR", f->proxy_addr);
+                n = add_number(buf, n, size, "PROXY_PORT", f->proxy_port);
+        }
+        if (f->has_duration)
+                n = add_number(buf, n, size, "DURATION_USEC", f->duration_usec);
+        if (f->reason)
+                n = add_field(buf, n, size, "REASON", f->reason);
         return n;
 }
 

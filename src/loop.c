@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "header.h"
 #include "idle.h"
 #include "listener.h"
 #include "log.h"
@@ -108,6 +109,9 @@ static void dispatch(struct server *s, const struct epoll_event *ev)
         case TAG_TIMER_STATUS:
                 notify_on_status(s);
                 break;
+        case TAG_TIMER_HEADER:
+                header_on_timer(s);
+                break;
         }
 }
 
@@ -129,8 +133,7 @@ int loop_run(struct server *s)
                         log_err("epoll_wait failed: %s", strerror(-r));
                         return r;
                 }
-                if (s->cfg.idle_timeout)
-                        idle_clock(s);
+                idle_clock(s); /* a vDSO call per turn: accept times, deadlines */
                 for (int i = 0; i < n; i++)
                         dispatch(s, &s->events[i]);
                 notify_after_batch(s);

@@ -16,6 +16,7 @@ enum tag_kind {
         TAG_TIMER_ACCEPT,
         TAG_TIMER_WATCHDOG,
         TAG_TIMER_STATUS,
+        TAG_TIMER_HEADER, /* proxy_timeout */
 };
 
 #define TAG_GEN_MASK 0xffffffu

@@ -218,7 +218,7 @@ void reexec(struct server *s)
          * image would fail to start and take every connection with it. */
         if (!names_fit(s) || server_apply_config(s, true) < 0)
                 return;
-        log_notice("SIGUSR2: re-executing %s with %u connection(s)", s->exec_path,
+        log_event(LOG_NOTICE, "handover", "re-exec", "SIGUSR2: re-executing %s with %u connection(s)", s->exec_path,
                    (unsigned)s->n_conns);
         p.state_fd = state_write(s);
         if (p.state_fd < 0) {
@@ -244,7 +244,7 @@ failed:
                 close(p.state_fd);
         free(p.names);
         free(p.fillers);
-        log_err("re-exec of %s failed: %s; still serving with the running binary", s->exec_path,
+        log_event(LOG_ERR, "handover-failed", "re-exec", "re-exec of %s failed: %s; still serving with the running binary", s->exec_path,
                 strerror(-r));
         snprintf(status, sizeof(status), "re-exec failed: %s", strerror(-r));
         notify_reloaded(s, status);

@@ -15,6 +15,7 @@
 
 #include "conn.h"
 #include "fdstore.h"
+#include "header.h"
 #include "idle.h"
 #include "inherit.h"
 #include "listener.h"
@@ -75,7 +76,7 @@ static void apply_max_connections(struct server *s)
 
 static void log_started(const struct server *s)
 {
-        log_info("epolld %s started: %u listener(s), max_events=%u, max_connections=%u, "
+        log_event(LOG_INFO, "start", NULL, "epolld %s started: %u listener(s), max_events=%u, max_connections=%u, "
                  "backlog=%u, idle_timeout=%us, log level %s",
                  EPOLLD_VERSION, s->n_listeners, (unsigned)s->cfg.max_events,
                  (unsigned)s->max_connections, (unsigned)s->cfg.backlog,
@@ -90,7 +91,8 @@ int server_init(struct server *s, const struct config *cfg, const char *config_p
                               .config_path = config_path,
                               .epfd = -1,
                               .accept_timer_fd = -1,
-                              .idle_timer_fd = -1,
+                              .idle = { .timer_fd = -1 },
+                              .hdr = { .timer_fd = -1 },
                               .signal_fd = -1,
                               .notify = { .status_fd = -1, .watchdog_fd = -1 } };
         r = inherit_begin(s);
@@ -111,7 +113,8 @@ int server_init(struct server *s, const struct config *cfg, const char *config_p
                 log_err("epoll_create1 failed: %s", strerror(-r));
                 return r;
         }
-        if ((r = sig_init(s)) < 0 || (r = idle_init(s)) < 0 || (r = notify_init(s)) < 0 ||
+        if ((r = sig_init(s)) < 0 || (r = idle_init(s)) < 0 || (r = header_init(s)) < 0 ||
+            (r = notify_init(s)) < 0 ||
             (r = inherit_all(s)) < 0 || (r = listeners_open(s)) < 0 ||
             (r = privileges_drop(s->cfg.user)) < 0)
                 return r;
@@ -126,6 +129,7 @@ void server_deinit(struct server *s)
         if (s->conns)
                 conn_close_all(s);
         notify_deinit(s);
+        header_deinit(s);
         idle_deinit(s);
         sig_deinit(s);
         loop_deinit(s);
@@ -156,7 +160,7 @@ int server_run(struct server *s)
 static int apply_file(struct server *s, bool before_exec, char why[CONFIG_ERROR_MAX])
 {
         struct config next;
-        uint32_t old_idle = s->cfg.idle_timeout;
+        uint32_t old_idle = s->cfg.idle_timeout, old_proxy_timeout = s->cfg.proxy_timeout;
         int r;
 
         if (!s->config_path)
@@ -180,7 +184,10 @@ static int apply_file(struct server *s, bool before_exec, char why[CONFIG_ERROR_
         log_set_max_priority(next.log_level);
         apply_max_connections(s);
         idle_reconfigure(s, old_idle);
-        log_notice("reloaded configuration from %s", s->config_path);
+        if (next.proxy_timeout != old_proxy_timeout)
+                header_reconfigure(s);
+        log_event(LOG_NOTICE, "reload-applied", NULL, "reloaded configuration from %s",
+                  s->config_path);
         return 0;
 }
 
@@ -196,7 +203,8 @@ int server_apply_config(struct server *s, bool before_exec)
         if (apply_file(s, before_exec, why) == 0)
                 return 0;
         log_err("%s", why);
-        log_err("%s failed, keeping the previous configuration", what);
+        log_event(LOG_ERR, "reload-refused", why, "%s failed, keeping the previous configuration",
+                  what);
         snprintf(status, sizeof(status), "%s failed: %s", what, why);
         notify_reloaded(s, status);
         return -1;

@@ -12,6 +12,7 @@
 #include <sys/epoll.h>
 
 #include "config.h"
+#include "dlist.h"
 
 struct conn;
 
@@ -68,9 +69,10 @@ struct server {
         uint32_t max_connections; /* cfg.max_connections capped by RLIMIT_NOFILE */
         int max_fd; /* highest fd ever used for a connection */
 
-        int idle_timer_fd;
-        int32_t idle_head, idle_tail; /* fds, -1 = empty; oldest activity first */
+        struct dlist idle; /* past the header: oldest activity first (idle.c) */
+        struct dlist hdr; /* awaiting a PROXY header: oldest accept first (header.c) */
         uint32_t now_ms; /* CLOCK_MONOTONIC, once per loop turn */
+        uint64_t now_us; /* the same reading, in microseconds */
 
         int signal_fd;
         bool stopping;

@@ -64,7 +64,8 @@ static void on_signal(struct server *s, int signo)
         switch (signo) {
         case SIGTERM:
         case SIGINT:
-                log_notice("received SIG%s, stopping", sigabbrev_np(signo));
+                log_event(LOG_NOTICE, "stop", sigabbrev_np(signo), "received SIG%s, stopping",
+                          sigabbrev_np(signo));
                 s->stopping = true;
                 break;
         case SIGHUP:

@@ -3,9 +3,14 @@
  * Layout (host byte order; the magic catches a foreign file):
  *   header: magic "EPOLLDST", version, record size, count, next id, replies
  *   count records: socket inode, id, replies, last traffic (CLOCK_MONOTONIC
- *   ms, 0 = unknown), pending bytes, flags
- * Version 1 records lack the last traffic; they are still read (as
- * unknown), so a restart from an older binary keeps its connections.
+ *   ms, 0 = unknown), accept time (CLOCK_MONOTONIC us), the client's
+ *   address and port, pending bytes, flags
+ * Version 1 records lack the last traffic, version 2 ones the accept time
+ * and the client; both are still read (as unknown), so a restart from an
+ * older binary keeps its connections. A connection still waiting for its
+ * PROXY header (CONN_HEADER) has id 0, no replies, and in "pending" the
+ * header bytes it has seen (SO_RCVLOWAT, which the socket keeps, is one
+ * more), so the new image neither reads it twice nor misses its end.
  * The reader trusts nothing: sizes, counts, every field's range and the
  * uniqueness of inodes are checked, and one bad field rejects the whole
  * file (the connections are then adopted with fresh state by the caller).
@@ -23,10 +28,11 @@
 
 #include "conn.h"
 #include "idle.h"
+#include "proxy.h"
 #include "server.h"
 
 #define STATE_MAGIC "EPOLLDST"
-#define STATE_VERSION 2u
+#define STATE_VERSION 3u
 #define STATE_MAX_BYTES (64u << 20)
 #define STATE_MAX_ID (UINT64_MAX / 2)
 
@@ -35,6 +41,16 @@ struct state_record_v1 {
         uint64_t ino;
         uint64_t id;
         uint64_t replies;
+        uint32_t pending;
+        uint32_t flags;
+};
+
+/* A record of version 2, before the accept time and the client. */
+struct state_record_v2 {
+        uint64_t ino;
+        uint64_t id;
+        uint64_t replies;
+        uint64_t last_ms;
         uint32_t pending;
         uint32_t flags;
 };
@@ -77,12 +93,15 @@ static size_t collect(const struct server *s, struct state_record *r)
 
                 if (!(c->flags & CONN_OPEN) || fstat(fd, &st) < 0)
                         continue;
-                r[n++] = (struct state_record){ .ino = st.st_ino,
-                                                .id = c->id,
-                                                .replies = c->replies,
-                                                .last_ms = idle_last_activity(s, fd, now),
-                                                .pending = c->pending,
-                                                .flags = c->flags & CONN_EOF };
+                r[n] = (struct state_record){ .ino = st.st_ino,
+                                              .id = c->id,
+                                              .replies = c->replies,
+                                              .last_ms = idle_last_activity(s, fd, now),
+                                              .born_us = c->born_us ? c->born_us : 1,
+                                              .port = c->port,
+                                              .pending = c->pending, /* or peeked */
+                                              .flags = c->flags & CONN_STATE_FLAGS };
+                memcpy(r[n++].addr, c->addr, sizeof(c->addr));
         }
         return n;
 }
@@ -147,7 +166,9 @@ static int by_ino(const void *a, const void *b)
 
 static size_t record_size(uint32_t version)
 {
-        return version == 1 ? sizeof(struct state_record_v1) : sizeof(struct state_record);
+        if (version == 1)
+                return sizeof(struct state_record_v1);
+        return version == 2 ? sizeof(struct state_record_v2) : sizeof(struct state_record);
 }
 
 static int check_header(const struct state_header *h, size_t size, char *why, size_t whylen)
@@ -156,7 +177,7 @@ static int check_header(const struct state_header *h, size_t size, char *why, si
 
         if (memcmp(h->magic, STATE_MAGIC, sizeof(h->magic)) != 0)
                 return snprintf(why, whylen, "not an epolld state file (bad magic)"), -1;
-        if (h->version != 1 && h->version != STATE_VERSION)
+        if (h->version < 1 || h->version > STATE_VERSION)
                 return snprintf(why, whylen, "unsupported version %u", h->version), -1;
         if (h->record_size != rsize)
                 return snprintf(why, whylen, "record size %u, expected %zu", h->record_size, rsize),
@@ -184,16 +205,58 @@ static int check_ids(const struct state *st, char *why, size_t whylen)
         if (!ids)
                 return snprintf(why, whylen, "out of memory for %zu ids", st->n), -1;
         for (size_t i = 0; i < st->n; i++)
-                ids[i] = st->records[i].id;
+                ids[i] = st->records[i].id; /* 0: headers awaited, not clients yet */
         qsort(ids, st->n, sizeof(*ids), by_id);
         for (size_t i = 1; i < st->n && r == 0; i++) {
-                if (ids[i] != ids[i - 1])
+                if (ids[i] != ids[i - 1] || ids[i] == 0)
                         continue;
                 (void)snprintf(why, whylen, "id %llu twice", (unsigned long long)ids[i]);
                 r = -1;
         }
         free(ids);
         return r;
+}
+
+/* A connection waiting for its header has no id, no replies, fewer header
+ * bytes than a whole header and no client from a header yet. */
+static int check_phase(const struct state_record *r, size_t i, char *why, size_t whylen)
+{
+        if (!(r->flags & CONN_HEADER))
+                return 0;
+        if (r->id != 0 || r->replies != 0 || r->pending >= PROXY_MAX_LEN ||
+            r->flags & (CONN_PROXIED | CONN_LOCAL | CONN_EOF))
+                return snprintf(why, whylen,
+                                "record %zu: header phase with id %llu, %llu replies, %u bytes, "
+                                "flags %#x",
+                                i, (unsigned long long)r->id, (unsigned long long)r->replies,
+                                r->pending, r->flags),
+                       -1;
+        return 0;
+}
+
+static int check_record(const struct state *st, const struct state_record *r, size_t i,
+                        char *why, size_t whylen)
+{
+        uint64_t now_us = idle_monotonic_ms() * 1000u + 999u;
+        /* Before version 3 (born_us unknown) only CONN_EOF was carried. */
+        uint32_t allowed = r->born_us ? CONN_STATE_FLAGS : CONN_EOF;
+
+        if (r->flags & ~allowed || (r->flags & (CONN_LOCAL | CONN_PROXIED)) == CONN_LOCAL ||
+            (!(r->flags & CONN_HEADER) && r->pending > CONN_PENDING_MAX))
+                return snprintf(why, whylen, "record %zu: bad pending %u or flags %#x", i,
+                                r->pending, r->flags),
+                       -1;
+        if (r->born_us > now_us)
+                return snprintf(why, whylen, "record %zu: accept time %llu us is in the future",
+                                i, (unsigned long long)r->born_us),
+                       -1;
+        if (r->flags & CONN_HEADER)
+                return check_phase(r, i, why, whylen);
+        if (r->id == 0 || r->id > st->next_id)
+                return snprintf(why, whylen, "record %zu: id %llu out of range", i,
+                                (unsigned long long)r->id),
+                       -1;
+        return 0;
 }
 
 static int check_records(const struct state *st, char *why, size_t whylen)
@@ -208,14 +271,8 @@ static int check_records(const struct state *st, char *why, size_t whylen)
         for (size_t i = 0; i < st->n; i++) {
                 const struct state_record *r = &st->records[i];
 
-                if (r->id == 0 || r->id > st->next_id)
-                        return snprintf(why, whylen, "record %zu: id %llu out of range", i,
-                                        (unsigned long long)r->id),
-                               -1;
-                if (r->pending > CONN_PENDING_MAX || r->flags & ~(uint32_t)CONN_EOF)
-                        return snprintf(why, whylen, "record %zu: bad pending %u or flags %#x", i,
-                                        r->pending, r->flags),
-                               -1;
+                if (check_record(st, r, i, why, whylen) < 0)
+                        return -1;
                 /* Same boot, same clock: a later time was never written by us. */
                 if (r->last_ms > now)
                         return snprintf(why, whylen,
@@ -230,22 +287,34 @@ static int check_records(const struct state *st, char *why, size_t whylen)
         return 0;
 }
 
-/* Records as the file has them (unaligned, maybe version 1) into ST. */
+/* Records as the file has them (unaligned, maybe an older version) into ST. */
 static void copy_records(struct state *st, const char *from, uint32_t version)
 {
-        struct state_record_v1 old;
+        struct state_record_v1 v1;
+        struct state_record_v2 v2;
 
         if (version == STATE_VERSION) {
                 memcpy(st->records, from, st->n * sizeof(*st->records));
                 return;
         }
         for (size_t i = 0; i < st->n; i++) {
-                memcpy(&old, from + i * sizeof(old), sizeof(old));
-                st->records[i] = (struct state_record){ .ino = old.ino,
-                                                        .id = old.id,
-                                                        .replies = old.replies,
-                                                        .pending = old.pending,
-                                                        .flags = old.flags };
+                if (version == 2) {
+                        memcpy(&v2, from + i * sizeof(v2), sizeof(v2));
+                } else {
+                        memcpy(&v1, from + i * sizeof(v1), sizeof(v1));
+                        v2 = (struct state_record_v2){ .ino = v1.ino,
+                                                       .id = v1.id,
+                                                       .replies = v1.replies,
+                                                       .pending = v1.pending,
+                                                       .flags = v1.flags };
+                }
+                /* Only CONN_EOF meant anything before version 3. */
+                st->records[i] = (struct state_record){ .ino = v2.ino,
+                                                        .id = v2.id,
+                                                        .replies = v2.replies,
+                                                        .last_ms = v2.last_ms,
+                                                        .pending = v2.pending,
+                                                        .flags = v2.flags };
         }
 }
 

@@ -7,7 +7,8 @@
 
 struct server;
 
-/* Matched to an inherited fd by its socket inode, never by position. */
+/* Matched to an inherited fd by its socket inode, never by position. The
+ * layout of a version 3 record in the file. */
 struct state_record {
         uint64_t ino;
         uint64_t id;
@@ -15,8 +16,18 @@ struct state_record {
         /* CLOCK_MONOTONIC ms of the last traffic; 0 = unknown (idle_timeout
          * was off, or a version 1 file): the adopter counts from "now". */
         uint64_t last_ms;
+        /* Version 3: CLOCK_MONOTONIC us of the accept; 0 = unknown (an older
+         * file): then addr and port are unknown too, and the adopter asks
+         * the socket. */
+        uint64_t born_us;
+        uint8_t addr[16]; /* the client (from a PROXY header, or the peer) */
+        uint16_t port;
+        uint16_t reserved16;
+        /* Bytes of replies pending; in the header phase (CONN_HEADER), the
+         * header bytes seen so far. */
         uint32_t pending;
-        uint32_t flags;
+        uint32_t flags; /* CONN_STATE_FLAGS */
+        uint32_t reserved32;
 };
 
 struct state {
@@ -30,7 +41,7 @@ struct state {
 int state_write(const struct server *s);
 
 /* Reads and validates FD field by field (version 1 files too, with every
- * last_ms unknown). On any fault returns -EBADMSG (or -errno) and fills
+ * last_ms unknown, and version 2 ones, with every born_us unknown). On any fault returns -EBADMSG (or -errno) and fills
  * WHY; ST is then empty. */
 int state_read(int fd, struct state *st, char *why, size_t whylen);
 

@@ -131,10 +131,13 @@ bool engine_too_many_errors(const struct engine *e)
 static int try_send(struct engine *e, struct client *c)
 {
 	const struct lg_target *t = &e->o->target[c->target];
-	ssize_t n = write(c->fd, t->request, t->request_len);
+	const char *msg = c->fresh ? t->first : t->request;
+	size_t len = c->fresh ? t->first_len : t->request_len;
+	ssize_t n = write(c->fd, msg, len);
 	if (n < 0)
 		return errno == EAGAIN ? 0 : -errno;
-	return (size_t)n == t->request_len ? 1 : -EMSGSIZE;
+	c->fresh = false;
+	return (size_t)n == len ? 1 : -EMSGSIZE;
 }
 
 static int prepare_socket(struct engine *e, int fd)
@@ -174,6 +177,7 @@ void engine_open(struct engine *e, unsigned i, uint64_t now)
 	}
 	c->fd = fd;
 	c->got = 0;
+	c->fresh = true;
 	c->t_cycle = c->t_op = now;
 	set_state(e, c, CL_CONNECTING);
 	int r = prepare_socket(e, fd);

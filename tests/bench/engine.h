@@ -33,6 +33,7 @@ struct client {
 	int fd;
 	uint8_t state;
 	uint8_t target;
+	bool fresh;       /* nothing sent yet: the next write is target's first */
 	uint16_t got;     /* reply bytes received so far */
 	uint64_t t_cycle; /* when the connection was opened */
 	uint64_t t_op;    /* when the pending connect or request started */

@@ -30,6 +30,9 @@ static void usage(FILE *f)
 	      "  --server-pid PID   measure the server's CPU time (and RSS for hold)\n"
 	      "  --request STR      bytes to send, with \\r \\n \\t \\\\ \\xHH (ping)\n"
 	      "  --reply STR        exact reply expected, same escapes (Hi!)\n"
+	      "  --proxy-v2 ADDR    open each connection with a PROXY v2 header (TCP4,\n"
+	      "                     client ADDR port 50000), written with the first\n"
+	      "                     request in one write\n"
 	      "Options:\n"
 	      "  --conns N          per target: connections (pingpong), workers (churn),\n"
 	      "                     connections to hold (hold) (64 / 64 / 1000)\n"
@@ -117,7 +120,7 @@ static int parse_secs(const char *s, double *v)
 enum {
 	OPT_HOST = 256, OPT_PORT, OPT_CONNS, OPT_WARMUP, OPT_DURATION, OPT_REQUESTS,
 	OPT_INFLIGHT, OPT_TIMEOUT, OPT_MAX_ERRORS, OPT_REQUEST, OPT_REPLY, OPT_CPU,
-	OPT_SRC_ADDRS, OPT_RST, OPT_SERVER_PID, OPT_SLICE, OPT_REST, OPT_HELP,
+	OPT_SRC_ADDRS, OPT_RST, OPT_SERVER_PID, OPT_SLICE, OPT_REST, OPT_PROXY_V2, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -138,6 +141,7 @@ static const struct option long_opts[] = {
 	{ "server-pid", required_argument, NULL, OPT_SERVER_PID },
 	{ "slice", required_argument, NULL, OPT_SLICE },
 	{ "rest", required_argument, NULL, OPT_REST },
+	{ "proxy-v2", required_argument, NULL, OPT_PROXY_V2 },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -168,6 +172,8 @@ static int apply_target_opt(struct lg_target *t, int c, const char *arg)
 	case OPT_HOST: return inet_pton(AF_INET, arg, &t->dst.sin_addr) == 1 ? 0 : -1;
 	case OPT_REQUEST: return parse_escapes(arg, t->request, &t->request_len);
 	case OPT_REPLY: return parse_escapes(arg, t->reply, &t->reply_len);
+	case OPT_PROXY_V2:
+		return inet_pton(AF_INET, arg, &t->proxy_src) == 1 && t->proxy_src.s_addr ? 0 : -1;
 	default:
 		if (parse_uint(arg, INT_MAX, &v) || v == 0)
 			return -1;
@@ -182,7 +188,7 @@ static int apply_opt(struct lg_opts *o, struct parse_state *ps, int c, const cha
 	unsigned long long v = 0;
 	int bad = 0;
 	switch (c) {
-	case OPT_HOST: case OPT_REQUEST: case OPT_REPLY: case OPT_SERVER_PID:
+	case OPT_HOST: case OPT_REQUEST: case OPT_REPLY: case OPT_SERVER_PID: case OPT_PROXY_V2:
 		bad = apply_target_opt(ps->cur ? ps->cur : &ps->defaults, c, arg); break;
 	case OPT_PORT:
 		if (parse_uint(arg, 65535, &v) || v == 0)
@@ -207,6 +213,30 @@ static int apply_opt(struct lg_opts *o, struct parse_state *ps, int c, const cha
 	if (bad)
 		fprintf(stderr, "loadgen: invalid value '%s'\n", arg);
 	return bad ? -1 : 0;
+}
+
+/* The first write of a connection: with a PROXY v2 header (command PROXY,
+ * TCP over IPv4, the fake client ADDR:50000 to the target) in front when
+ * --proxy-v2 was given, else the request alone. */
+static void build_first(struct lg_target *t)
+{
+	static const char sig[12] = "\r\n\r\n\0\r\nQUIT\n";
+	unsigned char *h = (unsigned char *)t->first;
+	size_t n = 0;
+	if (t->proxy_src.s_addr != INADDR_ANY) {
+		uint16_t len = htons(12), sport = htons(50000);
+		memcpy(h, sig, sizeof(sig));
+		h[12] = 0x21; /* version 2, PROXY */
+		h[13] = 0x11; /* AF_INET, STREAM */
+		memcpy(h + 14, &len, 2);
+		memcpy(h + 16, &t->proxy_src, 4);
+		memcpy(h + 20, &t->dst.sin_addr, 4);
+		memcpy(h + 24, &sport, 2);
+		memcpy(h + 26, &t->dst.sin_port, 2);
+		n = LG_PROXY_V2_LEN;
+	}
+	memcpy(t->first + n, t->request, t->request_len);
+	t->first_len = n + t->request_len;
 }
 
 static int parse_mode(const char *s, enum lg_mode *m)
@@ -266,6 +296,8 @@ static int parse_args(int argc, char **argv, struct lg_opts *o)
 	}
 	if (o->conns == 0)
 		o->conns = o->mode == LG_HOLD ? 1000 : 64;
+	for (unsigned t = 0; t < o->ntargets; t++)
+		build_first(&o->target[t]);
 	bool spread = o->mode == LG_HOLD || (o->mode == LG_CHURN && !o->rst);
 	o->src_addrs = ps.src_addrs >= 0 ? (unsigned)ps.src_addrs : spread ? 16 : 0;
 	return 0;

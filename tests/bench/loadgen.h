@@ -20,6 +20,7 @@
 #include "hist.h"
 
 #define LG_MSG_MAX 256
+#define LG_PROXY_V2_LEN 28 /* a v2 header for TCP over IPv4 */
 #define LG_MAX_TARGETS 4
 
 enum lg_mode { LG_PINGPONG, LG_CHURN, LG_HOLD };
@@ -31,6 +32,11 @@ struct lg_target {
 	size_t request_len;
 	char reply[LG_MSG_MAX];
 	size_t reply_len;
+	/* A connection's first write: the request, or with --proxy-v2 a PROXY
+	 * v2 header and the request, so that both go in one segment. */
+	struct in_addr proxy_src; /* INADDR_ANY: no header */
+	char first[LG_PROXY_V2_LEN + LG_MSG_MAX];
+	size_t first_len;
 };
 
 struct lg_opts {

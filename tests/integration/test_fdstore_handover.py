@@ -20,7 +20,8 @@ import pytest
 from helpers import HEADER, STATE_MAGIC, ask, connect, sees_eof
 
 HOLD = 5
-RECORD_V2 = struct.Struct("=QQQQII")  # ino, id, replies, last_ms, pending, flags
+# ino, id, replies, last_ms, born_us, addr, port, -, pending, flags, -
+RECORD_V3 = struct.Struct("=QQQQQ16sHHIII")
 
 
 class FakeStore:
@@ -97,7 +98,7 @@ def unbox(fd):
 def state_count(fd):
     data = os.pread(fd, HEADER.size, 0)
     magic, version, _, count, _, _ = HEADER.unpack(data)
-    assert magic == STATE_MAGIC and version == 2
+    assert magic == STATE_MAGIC and version == 3
     return count
 
 
@@ -128,7 +129,7 @@ def test_the_stored_state_carries_the_last_traffic(epolld, store):
     assert d.wait_exit() == 0
     state = dict(store.stored())["state"][0]
     data = os.pread(state, 1 << 16, 0)
-    records = [RECORD_V2.unpack_from(data, HEADER.size + i * RECORD_V2.size)
+    records = [RECORD_V3.unpack_from(data, HEADER.size + i * RECORD_V3.size)
                for i in range(state_count(state))]
     assert len(records) == HOLD
     assert all(before <= r[3] <= after for r in records), (before, records, after)

@@ -22,7 +22,7 @@ def test_silent_connection_is_closed(epolld):
         assert sees_eof(s, timeout=4.0), "no EOF within 4 s"
         elapsed = time.monotonic() - start
     assert 0.9 <= elapsed <= 3.0, f"closed after {elapsed:.2f} s"
-    d.wait_log(r"^info: closed connection #1 \(idle timeout\) after 0 replies \(fd \d+\)$")
+    d.wait_log(r"^info: closed connection #1 \(idle timeout\) after 0 replies in \d+\.\d{3} s; client 127\.0\.0\.1:\d+ \(fd \d+\)$")
 
 
 class Talk:

@@ -120,7 +120,7 @@ def _bad(kind, inodes):
     good = state_bytes(r, next_id=9)
     return {
         "bad magic": state_bytes(r, 9, magic=b"EPOLLDSX"),
-        "wrong version": state_bytes(r, 9, version=3),
+        "wrong version": state_bytes(r, 9, version=4),
         "record size": state_bytes(r, 9, record_size=40),
         "truncated header": good[:20],
         "truncated record": good[:-5],
@@ -139,7 +139,7 @@ def _bad(kind, inodes):
 
 WHY = {
     "bad magic": "not an epolld state file (bad magic)",
-    "wrong version": "unsupported version 3",
+    "wrong version": "unsupported version 4",
     "record size": "record size 40, expected 32",
     "truncated header": "not a regular file of a plausible size (20 bytes)",
     "truncated record": "count 3 does not match the size 131",

@@ -24,7 +24,7 @@ from helpers import REPLY, exchange, proc_fds, wait_until
 STORM = 1500
 BURST, WINDOW = 500, 5.0
 ACCEPTED = r"^info: accepted connection #\d+ from 127\.0\.0\.1:\d+ \(fd \d+\)$"
-CLOSED = r"^info: closed connection #\d+ \(closed by peer\) after [01] replies \(fd \d+\)$"
+CLOSED = r"^info: closed connection #\d+ \(closed by peer\) after [01] replies in \d+\.\d{3} s; client 127\.0\.0\.1:\d+ \(fd \d+\)$"
 
 
 def suppressed(kind, n=r"\d+"):

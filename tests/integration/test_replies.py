@@ -17,7 +17,8 @@ def test_one_message_gets_exactly_hi_and_nothing_more(epolld):
         assert recv_for(s, 0.2) == b"", "more than one reply to one message"
         cport = s.getsockname()[1]
     d.wait_log(rf"^info: accepted connection #1 from 127\.0\.0\.1:{cport} \(fd \d+\)$")
-    d.wait_log(r"^info: closed connection #1 \(closed by peer\) after 1 replies \(fd \d+\)$")
+    d.wait_log(r"^info: closed connection #1 \(closed by peer\) after 1 replies in \d+\.\d{3} s; "
+               rf"client 127\.0\.0\.1:{cport} \(fd \d+\)$")
 
 
 def test_each_message_of_a_conversation_is_answered(epolld):

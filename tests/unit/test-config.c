@@ -108,6 +108,29 @@ static const struct bad bads[] = {
         { "[server]\nbogus\nport = 1\n",
           "2: syntax error (expected [section], key = value or a comment)" },
         { "[server]\nport = 1\nbogus\n", "2: unknown key 'port' in section [server]" },
+        /* the PROXY protocol */
+        { "[server]\nproxy_protocol = on\n", "2: proxy_protocol: expected yes or no, not 'on'" },
+        { "[server]\nproxy_protocol = YES\n", "2: proxy_protocol: expected yes or no, not 'YES'" },
+        { "[server]\nproxy_protocol = no\nproxy_protocol = yes\n",
+          "3: duplicate key 'proxy_protocol' (first set on line 2)" },
+        { "[server]\nproxy_timeout = 0\n", "2: proxy_timeout: 0 is out of range (1..60)" },
+        { "[server]\nproxy_timeout = 61\n", "2: proxy_timeout: 61 is out of range (1..60)" },
+        { "[server]\nproxy_timeout = 5s\n", "2: proxy_timeout: '5s' is not a number" },
+        { "[server]\nproxy_from = lb.example\n",
+          "2: proxy_from: invalid address 'lb.example' (expected A.B.C.D[/N] or IPv6[/N]; names "
+          "are not resolved)" },
+        { "[server]\nproxy_from = 10.0.0.1/8\n",
+          "2: proxy_from: host bits set in '10.0.0.1/8' (the network is 10.0.0.0/8)" },
+        { "[server]\nproxy_from = 10.0.0.0/33\n",
+          "2: proxy_from: prefix length '33' is out of range (0..32)" },
+        { "[server]\nproxy_from = 10.0.0.0/\n", "2: proxy_from: missing prefix length after '/'" },
+        { "[server]\nproxy_from = 10.0.0.0/8\nproxy_from = ::ffff:10.0.0.0/104\n",
+          "3: proxy_from: duplicate network 10.0.0.0/8 (also on line 2)" },
+        { "[server]\nproxy_from = ::1\n  10.0.0.1\n",
+          "3: indented line continues 'proxy_from' from line 2 (continuation lines are not "
+          "allowed; repeat the key)" },
+        { "[server]\nproxy_from =\n", "2: proxy_from: empty value" },
+        { "[log]\nproxy_protocol = yes\n", "2: unknown key 'proxy_protocol' in section [log]" },
 };
 
 static void test_bad(const struct bad *b)
@@ -164,6 +187,36 @@ static void test_defaults(void)
                       c.idle_timeout == 0 && c.log_level == LOG_INFO,
               "defaults %u %u %u %u %d", c.max_events, c.backlog, c.max_connections, c.idle_timeout,
               c.log_level);
+        CHECK(!c.proxy_protocol && c.proxy_timeout == 5 && c.n_proxy_from == 0,
+              "proxy defaults %d %u %u", c.proxy_protocol, c.proxy_timeout, c.n_proxy_from);
+}
+
+static void test_proxy_keys(void)
+{
+        static const char ini[] = "[server]\n"
+                                  "proxy_protocol = yes\n"
+                                  "proxy_timeout = 60\n"
+                                  "proxy_from = 10.0.0.0/8\n"
+                                  "proxy_from = 2001:db8::/32\n"
+                                  "proxy_from = ::ffff:192.0.2.7\n";
+        char err[CONFIG_ERROR_MAX], text[CIDR_TEXT_MAX], many[64 * 32 + 16] = "[server]\n";
+        struct config c;
+
+        CHECK(parse(ini, &c, err) == 0, "proxy keys: %s", err);
+        CHECK(c.proxy_protocol && c.proxy_timeout == 60 && c.n_proxy_from == 3,
+              "proxy values %d %u %u", c.proxy_protocol, c.proxy_timeout, c.n_proxy_from);
+        cidr_format(&c.proxy_from[1], text);
+        CHECK_STR(text, "2001:db8::/32", "proxy_from 2");
+        cidr_format(&c.proxy_from[2], text);
+        CHECK_STR(text, "192.0.2.7/32", "proxy_from 3 (v4-mapped is IPv4)");
+        CHECK(c.proxy_from_line[2] == 6, "line of proxy_from 3: %u", c.proxy_from_line[2]);
+        CHECK(parse("[server]\nproxy_protocol = no\n", &c, err) == 0 && !c.proxy_protocol,
+              "proxy_protocol = no: %s", err);
+        for (int i = 0; i <= CONFIG_MAX_PROXY_FROM; i++)
+                snprintf(many + strlen(many), sizeof(many) - strlen(many),
+                         "proxy_from = 10.0.%d.0/24\n", i);
+        CHECK(parse(many, &c, err) == -1, "65 proxy_from accepted");
+        CHECK_STR(err, "t.ini:66: proxy_from: too many networks (at most 64)", "65 proxy_from");
 }
 
 static void test_every_key(void)
@@ -326,6 +379,7 @@ int main(void)
         test_good_lines();
         test_defaults();
         test_every_key();
+        test_proxy_keys();
         test_long_lines();
         test_nul_byte();
         test_stops_at_first_error();
