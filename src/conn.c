@@ -268,7 +268,9 @@ int conn_adopt(struct server *s, int fd, const struct state_record *r)
 /* Returns false when accepting must stop for now. */
 static bool accept_one(struct server *s, const struct listener *l)
 {
-        struct sockaddr_storage peer;
+        struct sockaddr_storage peer = {
+                .ss_family = AF_UNSPEC
+        }; /* the analyzer cannot see accept4 fill it */
         socklen_t len = sizeof(peer);
         int r, fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 

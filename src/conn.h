@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -58,7 +59,7 @@ enum {
 
 /* Where reads land (the reply does not depend on what was read), and where
  * header.c peeks at a PROXY header. */
-#define CONN_SCRATCH_SIZE (64 * 1024)
+#define CONN_SCRATCH_SIZE ((size_t)64 * 1024)
 extern char conn_scratch[CONN_SCRATCH_SIZE];
 
 /* Reserves (does not touch) one slot per possible fd. */

@@ -6,7 +6,10 @@
  * it sorted, and the head is always the next to expire. The timer is not
  * re-armed when a member moves (that would be a syscall per read); if the
  * head moved meanwhile, the timer fires early, finds nothing expired and
- * is armed for the new head. Times are 32-bit milliseconds compared modulo
+ * is armed for the new head. For the same reason a member joining an
+ * empty list does not re-arm a timer still set for an earlier member: a
+ * stream of short-lived connections costs one timer wake-up per timeout,
+ * not one timerfd_settime() each. Times are 32-bit milliseconds compared modulo
  * 2^32, exact up to 49 days, far past any timeout here.
  */
 #include "dlist.h"
@@ -25,6 +28,7 @@ int dlist_init(struct server *s, struct dlist *l, enum tag_kind kind, const char
         int r;
 
         l->head = l->tail = -1;
+        l->armed = false;
         l->what = what;
         l->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         if (l->timer_fd < 0) {
@@ -56,14 +60,25 @@ void dlist_arm(struct server *s, struct dlist *l, uint32_t timeout_ms)
                 its.it_value.tv_sec = left / 1000u;
                 its.it_value.tv_nsec = (long)(left % 1000u) * 1000000L;
         }
-        if (timerfd_settime(l->timer_fd, 0, &its, NULL) < 0)
+        if (timerfd_settime(l->timer_fd, 0, &its, NULL) < 0) {
                 log_err("timerfd_settime for %s failed: %s", l->what, strerror(errno));
+                l->armed = false;
+                return;
+        }
+        l->armed = l->head >= 0;
+}
+
+void dlist_arm_lazily(struct server *s, struct dlist *l, uint32_t timeout_ms)
+{
+        if (!l->armed)
+                dlist_arm(s, l, timeout_ms);
 }
 
 void dlist_read_timer(struct dlist *l)
 {
         uint64_t expirations;
 
+        l->armed = false;
         if (read(l->timer_fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
                 log_err("read of the %s timer failed: %s", l->what, strerror(errno));
 }

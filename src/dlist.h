@@ -13,6 +13,7 @@ struct server;
 struct dlist {
         int32_t head, tail; /* fds, -1 = empty; the oldest last_ms first */
         int timer_fd;
+        bool armed; /* the timer is set and has not fired yet */
         const char *what; /* for log lines: "idle_timeout", "proxy_timeout" */
 };
 
@@ -30,6 +31,10 @@ void dlist_clear(struct dlist *l);
 /* Arms the timer for the head's deadline (its last_ms + TIMEOUT_MS), or
  * disarms it when the list is empty. */
 void dlist_arm(struct server *s, struct dlist *l, uint32_t timeout_ms);
+/* A member joined an empty list: arms the timer unless it is still set
+ * (for an earlier deadline: it fires, finds nothing expired, re-arms).
+ * So a stream of short-lived members costs no timerfd_settime each. */
+void dlist_arm_lazily(struct server *s, struct dlist *l, uint32_t timeout_ms);
 /* Consumes the timer's expiration count. */
 void dlist_read_timer(struct dlist *l);
 /* True if the head's deadline has passed. */

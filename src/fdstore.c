@@ -275,21 +275,23 @@ static unsigned close_unstored(struct server *s, const struct parking *p)
 static void log_outcome(const struct parking *p, unsigned lost, int state_err)
 {
         if (lost)
-                log_event(LOG_ERR, "handover-failed", "restart", "could not hand %u connection(s) to the service manager's fd store (%s); "
-                        "closed them",
-                        lost,
-                        p->err == -ENOSPC ? "no room left within FDSTORE=" : strerror(-p->err));
+                log_event(LOG_ERR, "handover-failed", "restart",
+                          "could not hand %u connection(s) to the service manager's fd store (%s); "
+                          "closed them",
+                          lost,
+                          p->err == -ENOSPC ? "no room left within FDSTORE=" : strerror(-p->err));
         if (!p->stored)
                 return;
         if (state_err)
                 log_err("stored %u connection(s) without their state (%s): the next start "
                         "adopts them as new, and their unwritten replies are lost",
                         p->stored, strerror(-state_err));
-        log_event(LOG_NOTICE, "handover", "restart", "handed %u connection(s) to the service manager's fd store in %u box(es)%s",
-                   p->stored, p->boxes,
-                   p->max_boxes == UINT_MAX
-                           ? "; PID 1 keeps them only if FileDescriptorStoreMax= has room"
-                           : "");
+        log_event(LOG_NOTICE, "handover", "restart",
+                  "handed %u connection(s) to the service manager's fd store in %u box(es)%s",
+                  p->stored, p->boxes,
+                  p->max_boxes == UINT_MAX
+                          ? "; PID 1 keeps them only if FileDescriptorStoreMax= has room"
+                          : "");
 }
 
 int fdstore_push_connections(struct server *s)

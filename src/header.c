@@ -79,7 +79,7 @@ void header_begin(struct server *s, int fd)
 
         dlist_append(s, &s->hdr, fd);
         if (was_empty)
-                dlist_arm(s, &s->hdr, timeout_ms(s));
+                dlist_arm_lazily(s, &s->hdr, timeout_ms(s));
 }
 
 void header_adopt(struct server *s, int fd)
@@ -138,8 +138,8 @@ static enum header_result wait_for_more(struct server *s, int fd, size_t n)
 }
 
 /* The header is LEN bytes of the N peeked: take all N, name the client. */
-static enum header_result finish(struct server *s, int fd, const struct proxy_header *h,
-                                 size_t len, size_t n)
+static enum header_result finish(struct server *s, int fd, const struct proxy_header *h, size_t len,
+                                 size_t n)
 {
         struct conn *c = &s->conns[fd];
         struct sockaddr_storage peer;
@@ -173,8 +173,8 @@ enum header_result header_on_event(struct server *s, int fd)
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return HEADER_WAITING;
         if (n <= 0) {
-                refuse(s, fd, n == 0 ? "closed before the end of its PROXY header"
-                                     : strerror(errno));
+                refuse(s, fd,
+                       n == 0 ? "closed before the end of its PROXY header" : strerror(errno));
                 return HEADER_CLOSED;
         }
         r = proxy_parse(conn_scratch, (size_t)n, &h);

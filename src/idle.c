@@ -77,7 +77,7 @@ void idle_add(struct server *s, int fd)
                 return;
         dlist_append(s, &s->idle, fd);
         if (was_empty)
-                dlist_arm(s, &s->idle, timeout_ms(s));
+                dlist_arm_lazily(s, &s->idle, timeout_ms(s));
 }
 
 void idle_touch(struct server *s, int fd)

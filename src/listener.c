@@ -290,8 +290,8 @@ void listeners_resume(struct server *s, enum pause_reason why)
                                 strerror(-r));
         }
         if (why == PAUSE_FULL)
-                log_limited(LOG_INFO, LOG_LIMIT_PAUSE, &resume_fields, "accepting again (%u connections)",
-                            (unsigned)s->n_conns);
+                log_limited(LOG_INFO, LOG_LIMIT_PAUSE, &resume_fields,
+                            "accepting again (%u connections)", (unsigned)s->n_conns);
 }
 
 static void arm_retry(struct server *s)
@@ -316,7 +316,7 @@ void listeners_nofile_over(struct server *s)
 {
         log_event(LOG_NOTICE, "accept-resumed", "descriptors",
                   "accepting again after %llu failed attempts",
-                   (unsigned long long)s->accept_failures);
+                  (unsigned long long)s->accept_failures);
         s->accept_failures = 0;
 }
 

@@ -90,7 +90,7 @@ void log_write(int priority, const struct log_fields *fields, const char *fmt, .
 
 /* A line an operator looks for: EPOLLD_EVENT=EVENT and, if not NULL,
  * REASON=REASON in the journal. */
-#define log_event(prio, event_, reason_, ...)                                                     \
+#define log_event(prio, event_, reason_, ...)                                                      \
         do {                                                                                       \
                 if (log_enabled(prio)) {                                                           \
                         struct log_fields f_ = { .event = (event_), .reason = (reason_) };         \

@@ -218,8 +218,9 @@ void reexec(struct server *s)
          * image would fail to start and take every connection with it. */
         if (!names_fit(s) || server_apply_config(s, true) < 0)
                 return;
-        log_event(LOG_NOTICE, "handover", "re-exec", "SIGUSR2: re-executing %s with %u connection(s)", s->exec_path,
-                   (unsigned)s->n_conns);
+        log_event(LOG_NOTICE, "handover", "re-exec",
+                  "SIGUSR2: re-executing %s with %u connection(s)", s->exec_path,
+                  (unsigned)s->n_conns);
         p.state_fd = state_write(s);
         if (p.state_fd < 0) {
                 r = p.state_fd;
@@ -244,8 +245,9 @@ failed:
                 close(p.state_fd);
         free(p.names);
         free(p.fillers);
-        log_event(LOG_ERR, "handover-failed", "re-exec", "re-exec of %s failed: %s; still serving with the running binary", s->exec_path,
-                strerror(-r));
+        log_event(LOG_ERR, "handover-failed", "re-exec",
+                  "re-exec of %s failed: %s; still serving with the running binary", s->exec_path,
+                  strerror(-r));
         snprintf(status, sizeof(status), "re-exec failed: %s", strerror(-r));
         notify_reloaded(s, status);
 }

@@ -76,11 +76,12 @@ static void apply_max_connections(struct server *s)
 
 static void log_started(const struct server *s)
 {
-        log_event(LOG_INFO, "start", NULL, "epolld %s started: %u listener(s), max_events=%u, max_connections=%u, "
-                 "backlog=%u, idle_timeout=%us, log level %s",
-                 EPOLLD_VERSION, s->n_listeners, (unsigned)s->cfg.max_events,
-                 (unsigned)s->max_connections, (unsigned)s->cfg.backlog,
-                 (unsigned)s->cfg.idle_timeout, log_level_name(s->cfg.log_level));
+        log_event(LOG_INFO, "start", NULL,
+                  "epolld %s started: %u listener(s), max_events=%u, max_connections=%u, "
+                  "backlog=%u, idle_timeout=%us, log level %s",
+                  EPOLLD_VERSION, s->n_listeners, (unsigned)s->cfg.max_events,
+                  (unsigned)s->max_connections, (unsigned)s->cfg.backlog,
+                  (unsigned)s->cfg.idle_timeout, log_level_name(s->cfg.log_level));
 }
 
 int server_init(struct server *s, const struct config *cfg, const char *config_path, char **argv)
@@ -114,8 +115,7 @@ int server_init(struct server *s, const struct config *cfg, const char *config_p
                 return r;
         }
         if ((r = sig_init(s)) < 0 || (r = idle_init(s)) < 0 || (r = header_init(s)) < 0 ||
-            (r = notify_init(s)) < 0 ||
-            (r = inherit_all(s)) < 0 || (r = listeners_open(s)) < 0 ||
+            (r = notify_init(s)) < 0 || (r = inherit_all(s)) < 0 || (r = listeners_open(s)) < 0 ||
             (r = privileges_drop(s->cfg.user)) < 0)
                 return r;
         apply_max_connections(s);

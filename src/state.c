@@ -234,8 +234,8 @@ static int check_phase(const struct state_record *r, size_t i, char *why, size_t
         return 0;
 }
 
-static int check_record(const struct state *st, const struct state_record *r, size_t i,
-                        char *why, size_t whylen)
+static int check_record(const struct state *st, const struct state_record *r, size_t i, char *why,
+                        size_t whylen)
 {
         uint64_t now_us = idle_monotonic_ms() * 1000u + 999u;
         /* Before version 3 (born_us unknown) only CONN_EOF was carried. */
@@ -247,8 +247,8 @@ static int check_record(const struct state *st, const struct state_record *r, si
                                 r->pending, r->flags),
                        -1;
         if (r->born_us > now_us)
-                return snprintf(why, whylen, "record %zu: accept time %llu us is in the future",
-                                i, (unsigned long long)r->born_us),
+                return snprintf(why, whylen, "record %zu: accept time %llu us is in the future", i,
+                                (unsigned long long)r->born_us),
                        -1;
         if (r->flags & CONN_HEADER)
                 return check_phase(r, i, why, whylen);

@@ -225,7 +225,7 @@ def test_proxy_from_lets_the_balancer_in(epolld):
         assert recv_exact(s, 3) == b"Hi!"
 
 
-def test_ipv4_peer_on_ipv6_listener_matches_by_v4_rule(epolld):
+def test_ipv6_listener_peer_is_matched_by_proxy_from(epolld):
     """A v4-mapped peer cannot reach an IPV6_V6ONLY listener, so the IPv6
     listener's peer here is ::1: it matches ::1 and no IPv4 rule."""
     d = start(epolld, listen=("[::1]",), proxy_from="::1")
