@@ -33,6 +33,8 @@ from instances_story import Instances
 from restart_story import Held
 
 PORT = 8001
+# A peer outside the units' IP allow list (the test range 198.18.0.0/15).
+OUTSIDER = "198.18.7.1"
 CONFIG = "/etc/epolld/epolld.ini"
 # Measured floor on systemd 252 for a network server without an IP address
 # allow list (IPAddressDeny=, 0.2) or RootDirectory= (0.1): 1.1.
@@ -464,6 +466,68 @@ class Story:
                              f"open: {', '.join(bad)}")
         return f"exposure {score} <= {MAX_EXPOSURE}; open: {', '.join(bad)}"
 
+    def ip_allow_list(self):
+        """Only loopback peers reach the socket-activated daemon. The kernel
+        filters a socket by the cgroup of the unit that made it: the
+        listener systemd passes (and what is accepted from it) by
+        epolld.socket's list, not the service's, so both units carry it.
+        Live, where systemd can attach its BPF filters (a unified cgroup
+        hierarchy): an address outside the list is given to the
+        container's lo (198.18.0.0/15, the test range) and a client bound
+        to it connects to 127.0.0.1:PORT; its SYN must be dropped."""
+        want = {"IPAddressDeny": {"0.0.0.0/0", "::/0"}, "IPAddressAllow": {"::1/128", "127.0.0.0/8"}}
+        for unit in ("epolld.socket", "epolld.service"):
+            got = {k: set(v.split()) for k, v in self.show(unit, *want).items()}
+            if got != want:
+                raise StepFailed(f"{unit}: {got}, expected {want}")
+        why_not = self.no_bpf_firewall()
+        if why_not:
+            return (f"both units: IPAddressDeny=any, IPAddressAllow=localhost; no live check: "
+                    f"{why_not}")
+        self.reset()
+        self.systemctl("start", "epolld.socket")
+        ip = ["nsenter", f"--net=/proc/{self.ct.leader}/ns/net", "ip", "addr"]
+        run(ip + ["add", f"{OUTSIDER}/32", "dev", "lo"], timeout=10)
+        try:
+            with self.connect() as inside:
+                self.exchange(inside)
+            self.expect_dropped()
+        finally:
+            run(ip + ["del", f"{OUTSIDER}/32", "dev", "lo"], timeout=10)
+        return f"both units' lists set; 127.0.0.1 answered; {OUTSIDER} dropped within 2 s"
+
+    def no_bpf_firewall(self):
+        """Why systemd cannot filter IP traffic here, or None if it can: IP
+        accounting rests on the same cgroup BPF support, and a transient
+        unit shows whether its counters exist."""
+        fs = self.ct.guest(["stat", "-fc", "%T", "/sys/fs/cgroup"]).stdout.strip()
+        if fs != "cgroup2fs":
+            return f"the guest's /sys/fs/cgroup is {fs}, not cgroup2"
+        self.ct.guest(["systemd-run", "--unit", "epolld-bpf-probe", "-p", "IPAccounting=yes",
+                       "sleep", "30"])
+        try:
+            got = self.show("epolld-bpf-probe.service", "IPIngressBytes")["IPIngressBytes"]
+        finally:
+            self.systemctl("stop", "epolld-bpf-probe.service", check=False)
+        if not got.isdigit() or int(got) >= 2**64 - 1:
+            return (f"systemd has no BPF firewall in this container (a unit with "
+                    f"IPAccounting=yes shows IPIngressBytes={got})")
+        return None
+
+    def expect_dropped(self):
+        outsider = self.ct.socket()
+        outsider.settimeout(2)
+        try:
+            outsider.bind((OUTSIDER, 0))
+            outsider.connect(("127.0.0.1", PORT))
+            outsider.sendall(b"x\n")
+            got = outsider.recv(3)
+        except (socket.timeout, ConnectionError):
+            return
+        finally:
+            outsider.close()
+        raise StepFailed(f"a peer at {OUTSIDER} got {got!r}: the socket is not filtered")
+
     # shared waits
 
     def expect_running_or_activate(self):
@@ -591,6 +655,7 @@ def main():
                  ("reexec", story.reexec),
                  ("watchdog", story.watchdog),
                  ("security", story.security),
+                 ("ip-allow-list", story.ip_allow_list),
                  ("keep-100", held.keep_100),
                  ("half-close", held.half_close),
                  ("keep-1500", held.keep_1500),
