@@ -1,7 +1,7 @@
 """helpers.py - everything the black-box tests share that is not starting
 the daemon (that is launcher.py): bounded waits, free ports, clients, views
-of a process through /proc, a fake NOTIFY_SOCKET, and the state file that
-src/state.c reads.
+of a process through /proc, a fake NOTIFY_SOCKET, a fake journald, and the
+state file that src/state.c reads.
 
 Every wait here is bounded and polls for its condition; nothing sleeps
 blindly for longer than one polling interval.
@@ -462,6 +462,63 @@ class NotifySocket:
     def close(self):
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- a fake journald ------------------------------------------------------------
+
+def journal_entry(data):
+    """journald's native protocol: KEY=VALUE\\n, or KEY\\n<le64 size>VALUE\\n."""
+    fields, i = {}, 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        line = data[i:nl]
+        if b"=" in line:
+            k, v = line.split(b"=", 1)
+            i = nl + 1
+        else:
+            k, (size,) = line, struct.unpack("<Q", data[nl + 1:nl + 9])
+            v = data[nl + 9:nl + 9 + size]
+            assert data[nl + 9 + size:nl + 10 + size] == b"\n"
+            i = nl + 10 + size
+        fields[k.decode()] = v.decode()
+    return fields
+
+
+class FakeJournald:
+    """A datagram socket bound at PATH that keeps every native entry sent
+    to it (launcher.journal_options() makes the daemon take it for
+    journald's)."""
+
+    def __init__(self, path):
+        self.path = path
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setblocking(False)
+        self.entries = []
+
+    def poll(self):
+        while True:
+            try:
+                self.entries.append(journal_entry(self.sock.recv(65536)))
+            except BlockingIOError:
+                return self.entries
+
+    def find(self, pred):
+        """The first entry for which pred(entry) holds, or None."""
+        return next((e for e in self.poll() if pred(e)), None)
+
+    def one(self, **want):
+        """The entry with these field values if there is exactly one, else None."""
+        found = [e for e in self.poll() if all(e.get(k) == v for k, v in want.items())]
+        return found[0] if len(found) == 1 else None
+
+    def wait_one(self, **want):
+        return wait_until(lambda: self.one(**want), what=f"one entry with {want}")
+
+    def close(self):
+        self.sock.close()  # the socket file stays: sends are refused
 
 
 # --- the state file (src/state.c, host byte order) ---------------------------

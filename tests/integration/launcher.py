@@ -159,6 +159,26 @@ def mount_namespace(script, *args):
             *args]
 
 
+# In its own mount namespace the daemon sees $FAKE_JOURNAL as journald's
+# socket: a tmpfs on /run, which every system has (a container without
+# systemd may lack /run/systemd), holding a symlink to it.
+_JOURNAL_NAMESPACE = ('mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && '
+                      'ln -s "$FAKE_JOURNAL" /run/systemd/journal/socket && exec "$@"')
+
+
+def journal_options(journal_path, stderr):
+    """start() options for a daemon that logs to the fake journald bound at
+    JOURNAL_PATH (helpers.FakeJournald): stderr the file STDERR (created),
+    which JOURNAL_STREAM names, in a mount namespace of its own. Its log
+    lines are in the journal, so readiness wants notify=."""
+    stderr = Path(stderr)
+    stderr.touch()
+    st = os.stat(stderr)
+    return {"stderr": stderr, "wrapper": mount_namespace(_JOURNAL_NAMESPACE),
+            "env": {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+                    "FAKE_JOURNAL": str(journal_path)}}
+
+
 def ini_text(listen, server=None, level="info"):
     """[server] with listen lines and other keys, then [log] level unless None."""
     lines = ["[server]"] + [f"listen = {a}" for a in listen]

@@ -10,71 +10,16 @@ back. The entries logged meanwhile go to stderr, with one warning; once the
 retry interval (1 s) has passed the entries are native again, with their
 EPOLLD_EVENT=, REMOTE_ADDR= and CONNECTION_ID= fields.
 """
-import os
-import socket
-import struct
 import time
 
-from helpers import Client, wait_until
-from launcher import mount_namespace
-
-# In its own mount namespace the daemon sees our socket as journald's.
-NAMESPACE = ('mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && '
-             'ln -s "$FAKE_JOURNAL" /run/systemd/journal/socket && exec "$@"')
-
-
-def parse_entry(data):
-    """journald's native protocol: KEY=VALUE\\n, or KEY\\n<le64 size>VALUE\\n."""
-    fields, i = {}, 0
-    while i < len(data):
-        nl = data.index(b"\n", i)
-        line = data[i:nl]
-        if b"=" in line:
-            k, v = line.split(b"=", 1)
-            i = nl + 1
-        else:
-            k, (size,) = line, struct.unpack("<Q", data[nl + 1:nl + 9])
-            v = data[nl + 9:nl + 9 + size]
-            assert data[nl + 9 + size:nl + 10 + size] == b"\n"
-            i = nl + 10 + size
-        fields[k.decode()] = v.decode()
-    return fields
-
-
-class FakeJournald:
-    def __init__(self, path):
-        self.path = path
-        if os.path.exists(path):
-            os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.setblocking(False)
-        self.entries = []
-
-    def poll(self):
-        while True:
-            try:
-                self.entries.append(parse_entry(self.sock.recv(65536)))
-            except BlockingIOError:
-                return self.entries
-
-    def find(self, pred):
-        return next((e for e in self.poll() if pred(e)), None)
-
-    def close(self):
-        self.sock.close()  # the socket file stays: sends are refused
+from helpers import Client, FakeJournald, wait_until
+from launcher import journal_options
 
 
 def start(epolld, journal_path):
     """The daemon, ready, with stderr a file that JOURNAL_STREAM names."""
-    wrapper = mount_namespace(NAMESPACE)
-    err = epolld.workdir / "journal.stderr"
-    err.touch()
-    st = os.stat(err)
-    return epolld.start(listen=("127.0.0.1",), level=None, notify=epolld.notify(), stderr=err,
-                        env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
-                             "FAKE_JOURNAL": str(journal_path)},
-                        wrapper=wrapper)
+    return epolld.start(listen=("127.0.0.1",), level=None, notify=epolld.notify(),
+                        **journal_options(journal_path, epolld.workdir / "journal.stderr"))
 
 
 def one_client(port):

@@ -14,8 +14,7 @@ import socket
 import struct
 import time
 
-from conftest import (assert_only_replies, connect, recv_exact, recv_for, sees_eof,  # noqa: F401
-                      epolld, wait_until)
+from helpers import recv_exact, recv_for, sees_eof
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 CLIENT4 = ("198.18.0.10", 40000)

@@ -10,7 +10,7 @@ import socket
 import struct
 import time
 
-from conftest import recv_exact, recv_for, sees_eof, epolld  # noqa: F401
+from helpers import recv_exact, recv_for, sees_eof
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
