@@ -17,8 +17,6 @@ import signal
 import socket
 import time
 
-import pytest
-
 from helpers import REPLY, exchange, proc_fds, wait_until
 
 STORM = 1500

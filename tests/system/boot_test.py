@@ -20,14 +20,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import tempfile
 import time
 
-from container import (Abort, Container, MACHINE, StepFailed, build_and_install,
-                       clean_stale, copy_into, log, prepare_rootfs, run,
+from container import (Abort, Container, MACHINE, Report, StepFailed, begin,
+                       build_and_install, copy_into, log, prepare_rootfs, run,
                        wait_for)
 from instances_story import Instances
 from restart_story import Held
@@ -547,27 +546,6 @@ class Story:
 
 # --- Driver --------------------------------------------------------------
 
-class Report:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-        self.not_run = []
-
-    def step(self, name, fn, *args):
-        started = time.monotonic()
-        try:
-            detail = fn(*args)
-        except (StepFailed, OSError, KeyError, ValueError,
-                AttributeError) as e:
-            self.failed += 1
-            log(f"FAIL {name} ({time.monotonic() - started:.1f}s): "
-                f"{type(e).__name__ + ': ' if not isinstance(e, StepFailed) else ''}{e}")
-            return False
-        self.passed += 1
-        log(f"PASS {name} ({time.monotonic() - started:.1f}s): {detail}")
-        return True
-
-
 def preflight(args):
     """Why this run cannot work here, or None."""
     if os.geteuid() != 0:
@@ -594,22 +572,9 @@ def main():
                          "what the descriptor limits allow)")
     args = ap.parse_args()
 
-    why = preflight(args)
-    if why:
-        # A skip, unless the caller (CI's system step) says it must run.
-        required = os.environ.get("EPOLLD_REQUIRE_SYSTEM_TEST") == "1"
-        log(f"{'FAIL' if required else 'SKIP'}: {why}")
-        return 1 if required else 77
-
-    # meson test ends a timed-out test with SIGTERM: tear down all the same.
-    def on_signal(signum, _):
-        raise Abort(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    stale = clean_stale()
-    if stale:
-        log(f"removed leftovers of a killed run: {', '.join(stale)}")
+    code = begin(preflight(args), MACHINE, "boot_test.py")
+    if code is not None:
+        return code
     report = Report()
     work = tempfile.mkdtemp(prefix=f"{MACHINE}-{os.getpid()}-", dir="/var/tmp")
     ct = None

@@ -263,6 +263,50 @@ def clean_stale(machine=MACHINE, script="boot_test.py"):
     return cleaned
 
 
+
+class Report:
+    """PASS or FAIL per step, with its time and what it found."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+        self.not_run = []
+
+    def step(self, name, fn, *args):
+        started = time.monotonic()
+        try:
+            detail = fn(*args)
+        except (StepFailed, OSError, KeyError, ValueError,
+                AttributeError) as e:
+            self.failed += 1
+            log(f"FAIL {name} ({time.monotonic() - started:.1f}s): "
+                f"{type(e).__name__ + ': ' if not isinstance(e, StepFailed) else ''}{e}")
+            return False
+        self.passed += 1
+        log(f"PASS {name} ({time.monotonic() - started:.1f}s): {detail}")
+        return True
+
+
+def begin(why_not, machine, script):
+    """The common start of a suite: an exit code if it cannot run here
+    (WHY_NOT from its preflight: a skip, 77, unless CI's
+    EPOLLD_REQUIRE_SYSTEM_TEST=1 says it must run), else None, once
+    SIGTERM (meson's timeout) and SIGINT tear down like a failure and what
+    a killed earlier run of SCRIPT left is gone."""
+    if why_not:
+        required = os.environ.get("EPOLLD_REQUIRE_SYSTEM_TEST") == "1"
+        log(f"{'FAIL' if required else 'SKIP'}: {why_not}")
+        return 1 if required else 77
+
+    def on_signal(signum, _):
+        raise Abort(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stale = clean_stale(machine, script)
+    if stale:
+        log(f"removed leftovers of a killed run: {', '.join(stale)}")
+    return None
+
 def kill_cgroup(cgroup):
     """Kill every process in CGROUP and below; True once it is empty."""
     kill_file = os.path.join(cgroup, "cgroup.kill")

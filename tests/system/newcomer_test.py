@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 
-from container import (Abort, Container, StepFailed, clean_stale, log,
+from container import (Abort, Container, Report, StepFailed, begin, log,
                        prepare_rootfs, run, tail, wait_for)
 
 MACHINE = "epolld-newcomer"
@@ -316,25 +316,6 @@ class Newcomer:
 
 # --- Driver --------------------------------------------------------------
 
-class Report:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def step(self, name, fn, *args):
-        started = time.monotonic()
-        try:
-            detail = fn(*args)
-        except (StepFailed, OSError) as e:
-            self.failed += 1
-            log(f"FAIL {name} ({time.monotonic() - started:.1f}s): "
-                f"{type(e).__name__ + ': ' if not isinstance(e, StepFailed) else ''}{e}")
-            return False
-        self.passed += 1
-        log(f"PASS {name} ({time.monotonic() - started:.1f}s): {detail}")
-        return True
-
-
 def preflight(args):
     """Why this run cannot work here, or None."""
     if os.geteuid() != 0:
@@ -363,20 +344,9 @@ def main():
                     help="keep the work directory (root, command logs)")
     args = ap.parse_args()
 
-    why = preflight(args)
-    if why:
-        required = os.environ.get("EPOLLD_REQUIRE_SYSTEM_TEST") == "1"
-        log(f"{'FAIL' if required else 'SKIP'}: {why}")
-        return 1 if required else 77
-
-    def on_signal(signum, _):
-        raise Abort(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    stale = clean_stale(MACHINE, script="newcomer_test.py")
-    if stale:
-        log(f"removed leftovers of a killed run: {', '.join(stale)}")
+    code = begin(preflight(args), MACHINE, "newcomer_test.py")
+    if code is not None:
+        return code
     report = Report()
     work = tempfile.mkdtemp(prefix=f"{MACHINE}-{os.getpid()}-", dir="/var/tmp")
     root = os.path.join(work, "root")

@@ -25,15 +25,14 @@ import glob
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from boot_test import Report, Story
+from boot_test import Story
 from clients import Pool
-from container import (Abort, Container, StepFailed, clean_stale, log,
+from container import (Abort, Container, Report, StepFailed, begin, log,
                        prepare_rootfs, run, wait_for)
 
 PORT = 8001
@@ -462,20 +461,9 @@ def main():
     ap.add_argument("--rootfs-timeout", type=int, default=900)
     args = ap.parse_args()
 
-    why = preflight(args)
-    if why:
-        required = os.environ.get("EPOLLD_REQUIRE_SYSTEM_TEST") == "1"
-        log(f"{'FAIL' if required else 'SKIP'}: {why}")
-        return 1 if required else 77
-
-    def on_signal(signum, _):
-        raise Abort(f"signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    stale = clean_stale(MACHINE, "package_test.py")
-    if stale:
-        log(f"removed leftovers of a killed run: {', '.join(stale)}")
+    code = begin(preflight(args), MACHINE, "package_test.py")
+    if code is not None:
+        return code
     report = Report()
     work = tempfile.mkdtemp(prefix=f"{MACHINE}-{os.getpid()}-", dir="/var/tmp")
     ct = None
