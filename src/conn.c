@@ -29,6 +29,7 @@
 #include "listener.h"
 #include "log.h"
 #include "loop.h"
+#include "proxy.h"
 #include "server.h"
 #include "state.h"
 
@@ -227,6 +228,36 @@ static void restore(struct server *s, int fd, struct conn *c, const struct state
                 conn_set_client(c, (struct sockaddr *)&peer);
 }
 
+/* header.c leaves SO_RCVLOWAT at one past the header bytes it saw while a
+ * header is incomplete, and only the state record says so. Without the
+ * record the socket's own value is all that is left: with proxy_protocol
+ * on, the header phase resumes from it (its deadline counted from now);
+ * else, and for any connection past its header, it goes back to 1, or a
+ * short read would never be reported. */
+static void restore_lowat(struct server *s, int fd, struct conn *c, bool has_record)
+{
+        int lowat = 1, one = 1;
+        socklen_t len = sizeof(lowat);
+
+        if (c->flags & CONN_HEADER)
+                return; /* the record's peeked matches the socket's value */
+        if (getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, &len) < 0) {
+                log_warning("getsockopt(SO_RCVLOWAT) of adopted fd %d failed: %s", fd,
+                            strerror(errno));
+                return;
+        }
+        if (lowat <= 1)
+                return;
+        if (!has_record && s->cfg.proxy_protocol && lowat - 1 < (int)PROXY_MAX_LEN) {
+                c->flags |= CONN_HEADER;
+                c->peeked = (uint16_t)(lowat - 1);
+                return;
+        }
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) < 0)
+                log_warning("setsockopt(SO_RCVLOWAT) of adopted fd %d failed: %s", fd,
+                            strerror(errno));
+}
+
 int conn_adopt(struct server *s, int fd, const struct state_record *r)
 {
         struct conn *c;
@@ -247,6 +278,7 @@ int conn_adopt(struct server *s, int fd, const struct state_record *r)
                             .prev = -1,
                             .next = -1 };
         restore(s, fd, c, r);
+        restore_lowat(s, fd, c, r != NULL);
         s->n_conns++;
         if (fd > s->max_fd)
                 s->max_fd = fd;
