@@ -50,7 +50,7 @@ enum {
         CONN_ADOPTED = 1u << 2,
         CONN_HEADER = 1u << 3, /* a PROXY header is still awaited (header.c) */
         CONN_PROXIED = 1u << 4, /* a PROXY header came: the socket's peer is the balancer */
-        CONN_LOCAL = 1u << 5, /* it was v2 LOCAL (a health check) or v1 UNKNOWN */
+        CONN_LOCAL = 1u << 5, /* its header was v2 LOCAL (a health check); v1 UNKNOWN is not */
         CONN_ADDR6 = 1u << 6, /* addr is IPv6 */
 };
 /* What a state record carries over; CONN_OPEN and CONN_ADOPTED are the
