@@ -145,10 +145,18 @@ static enum header_result finish(struct server *s, int fd, const struct proxy_he
         struct sockaddr_storage peer;
         ssize_t got = recv(fd, conn_scratch, n, 0);
         char why[128];
+        int r;
 
-        if (got < (ssize_t)len || (c->peeked && set_lowat(fd, 1) < 0)) {
+        if (got < (ssize_t)len) {
                 snprintf(why, sizeof(why), "taking the PROXY header failed: %s",
                          got < 0 ? strerror(errno) : "short read");
+                refuse(s, fd, why);
+                return HEADER_CLOSED;
+        }
+        r = c->peeked ? set_lowat(fd, 1) : 0;
+        if (r < 0) { /* left raised, short reads would never be reported */
+                snprintf(why, sizeof(why), "setsockopt(SO_RCVLOWAT) back to 1 failed: %s",
+                         strerror(-r));
                 refuse(s, fd, why);
                 return HEADER_CLOSED;
         }
