@@ -75,6 +75,7 @@ struct parser {
         unsigned prev_line; /* its line */
         size_t bytes; /* read so far */
         bool too_big; /* more than CONFIG_FILE_MAX bytes */
+        bool lookup_user; /* check that [server] user exists (getpwnam) */
         char *err;
 };
 
@@ -323,8 +324,11 @@ static void set_level(struct parser *p, const char *v)
         p->c->log_level = level;
 }
 
-/* The user must exist now: a typo is a configuration error at its line,
- * not a start that fails after binding. */
+/* At a start and with -t the user must exist: a typo is a configuration
+ * error at its line, not a start that fails after binding. A reload does
+ * not look it up: getpwnam() asks NSS (LDAP, sssd, userdb over varlink),
+ * which may stall the loop, and the user in force cannot change without a
+ * restart anyway (the same name is kept, another one refused). */
 static void set_user(struct parser *p, const char *v)
 {
         struct passwd *pw;
@@ -333,6 +337,10 @@ static void set_user(struct parser *p, const char *v)
             strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
                     strlen(v)) {
                 error_at(p, "user: invalid user name '%s'", v);
+                return;
+        }
+        if (!p->lookup_user) {
+                memcpy(p->c->user, v, strlen(v) + 1);
                 return;
         }
         errno = 0;
@@ -465,9 +473,12 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return 1;
 }
 
-int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CONFIG_ERROR_MAX])
+static int parse_stream(struct config *c, FILE *f, const char *name, bool lookup_user,
+                        char err[CONFIG_ERROR_MAX])
 {
-        struct parser p = { .f = f, .name = name, .c = c, .prev_key = -1, .err = err };
+        struct parser p = {
+                .f = f, .name = name, .c = c, .prev_key = -1, .lookup_user = lookup_user, .err = err
+        };
         int r;
 
         config_defaults(c);
@@ -493,6 +504,11 @@ int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CO
                 return -1;
         }
         return p.err_line ? -1 : 0;
+}
+
+int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CONFIG_ERROR_MAX])
+{
+        return parse_stream(c, f, name, true, err);
 }
 
 /* O_NONBLOCK: open() of a FIFO would wait for a writer, and of a file with
@@ -522,7 +538,7 @@ static int open_regular(const char *path, char err[CONFIG_ERROR_MAX])
         return -1;
 }
 
-int config_load(struct config *c, const char *path, char err[CONFIG_ERROR_MAX])
+int config_load(struct config *c, const char *path, bool lookup_user, char err[CONFIG_ERROR_MAX])
 {
         int fd = open_regular(path, err);
         FILE *f;
@@ -536,7 +552,7 @@ int config_load(struct config *c, const char *path, char err[CONFIG_ERROR_MAX])
                 (void)close(fd);
                 return -1;
         }
-        r = config_parse_stream(c, f, path, err);
+        r = parse_stream(c, f, path, lookup_user, err);
         if (fclose(f) != 0 && r == 0) {
                 (void)snprintf(err, CONFIG_ERROR_MAX, "%s: close: %s", path, strerror(errno));
                 return -1;

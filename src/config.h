@@ -47,5 +47,7 @@ int config_parse_stream(struct config *c, FILE *f, const char *name, char err[CO
 
 /* Opens PATH without blocking and parses it as above. Anything but a
  * regular file (a FIFO, a device, a directory) is refused before a byte is
- * read, so neither -t nor a reload in the loop can block or read forever. */
-int config_load(struct config *c, const char *path, char err[CONFIG_ERROR_MAX]);
+ * read, so neither -t nor a reload in the loop can block or read forever.
+ * LOOKUP_USER: check that [server] user exists (the user database may
+ * stall: a reload in the loop passes false and keeps only the name). */
+int config_load(struct config *c, const char *path, bool lookup_user, char err[CONFIG_ERROR_MAX]);

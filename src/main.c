@@ -96,7 +96,7 @@ static int load_config(const struct options *o, struct config *c, const char **p
         else
                 *path = access(DEFAULT_CONFIG, F_OK) == 0 ? DEFAULT_CONFIG : NULL;
         if (*path)
-                return config_load(c, *path, err);
+                return config_load(c, *path, true, err);
         config_defaults(c);
         if (reexeced)
                 log_notice("re-executed on the built-in defaults, as before");

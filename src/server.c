@@ -165,7 +165,7 @@ static int apply_file(struct server *s, bool before_exec, char why[CONFIG_ERROR_
 
         if (!s->config_path)
                 return 0; /* built-in defaults: nothing to read */
-        if (config_load(&next, s->config_path, why) < 0)
+        if (config_load(&next, s->config_path, false, why) < 0)
                 return -1;
         if (strcmp(next.user, s->cfg.user) != 0) {
                 if (before_exec) {

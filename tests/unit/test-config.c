@@ -363,12 +363,12 @@ static void test_missing_file(void)
         char err[CONFIG_ERROR_MAX];
         struct config c;
 
-        CHECK(config_load(&c, "/nonexistent/epolld.ini", err) == -1, "missing file loaded");
+        CHECK(config_load(&c, "/nonexistent/epolld.ini", true, err) == -1, "missing file loaded");
         CHECK_STR(err, "/nonexistent/epolld.ini: cannot open: No such file or directory",
                   "missing file");
-        CHECK(config_load(&c, "/", err) == -1, "a directory loaded");
+        CHECK(config_load(&c, "/", true, err) == -1, "a directory loaded");
         CHECK_STR(err, "/: not a regular file", "directory");
-        CHECK(config_load(&c, "/dev/zero", err) == -1, "/dev/zero loaded");
+        CHECK(config_load(&c, "/dev/zero", true, err) == -1, "/dev/zero loaded");
         CHECK_STR(err, "/dev/zero: not a regular file", "/dev/zero");
 }
 
