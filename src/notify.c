@@ -24,6 +24,11 @@
  * wait (STOP_WAIT_MS) is fine. The fd store's messages while the loop
  * runs (listeners at a reload, fdstore.c) use notify_send() too; the
  * connections handed over at stop, after the loop, keep libsystemd's.
+ *
+ * A NOTIFY_SOCKET that is neither a path nor an abstract name (vsock:...)
+ * only libsystemd can reach, and it waits: then READY=1 at the start and
+ * STOPPING=1 go through it, outside the loop, and the loop sends nothing
+ * (one warning at the start says so).
  */
 #include "notify.h"
 
@@ -52,6 +57,16 @@
 /* Process-wide, as NOTIFY_SOCKET and WATCHDOG_USEC are. */
 static uint64_t watchdog_half_usec; /* 0: no watchdog */
 static char pending[PENDING_MAX]; /* a state message PID 1 did not take yet */
+static bool foreign; /* NOTIFY_SOCKET in a form only libsystemd sends to */
+
+/* A path or an abstract name: what we send to without waiting. */
+static bool our_form(const char *path)
+{
+        size_t len = strlen(path);
+
+        return (path[0] == '/' || path[0] == '@') && len >= 2 &&
+               len <= sizeof(((struct sockaddr_un *)NULL)->sun_path);
+}
 
 /* FDS (N of them, at most 253) ride along as SCM_RIGHTS. */
 static int send_msg(int fd, const struct sockaddr_un *sa, size_t pathlen, const char *text,
@@ -92,13 +107,8 @@ int notify_send(const char *msg, const int *fds, unsigned n)
         size_t len = path ? strlen(path) : 0;
         int fd, r;
 
-        if (!path)
-                return 0;
-        if ((path[0] != '/' && path[0] != '@') || len < 2 || len > sizeof(sa.sun_path)) {
-                /* a form we do not parse: libsystemd's (blocking) send */
-                r = sd_pid_notify_with_fds(0, 0, msg, fds, n);
-                return r < 0 ? r : 0;
-        }
+        if (!path || !our_form(path))
+                return 0; /* none, or foreign: warned at the start */
         memcpy(sa.sun_path, path, len);
         if (sa.sun_path[0] == '@')
                 sa.sun_path[0] = '\0'; /* abstract namespace */
@@ -201,7 +211,17 @@ int notify_init(struct server *s)
         uint64_t usec = 0;
         int r;
 
-        s->notify.enabled = getenv("NOTIFY_SOCKET") != NULL;
+        const char *path = getenv("NOTIFY_SOCKET");
+
+        foreign = path && !our_form(path);
+        if (foreign) {
+                log_warning("NOTIFY_SOCKET=%s: not a path or an abstract socket name; only "
+                            "libsystemd can send there, and it waits: READY=1 at the start and "
+                            "STOPPING=1 only, no reload, status or watchdog messages",
+                            path);
+                return 0;
+        }
+        s->notify.enabled = path != NULL;
         if (s->notify.enabled) {
                 r = timer_open(s, TAG_TIMER_STATUS, &s->notify.status_fd);
                 if (r < 0)
@@ -252,6 +272,19 @@ void notify_ready(struct server *s)
         send_state(s, "READY=1", msg);
 }
 
+void notify_started(struct server *s)
+{
+        int r;
+
+        if (!foreign) {
+                notify_ready(s);
+                return;
+        }
+        r = sd_notify(0, "READY=1"); /* before the loop: waiting costs no client */
+        if (r < 0)
+                log_warning("sd_notify(READY=1) failed: %s", strerror(-r));
+}
+
 void notify_reloading(struct server *s)
 {
         struct timespec ts;
@@ -284,6 +317,12 @@ void notify_stopping(struct server *s)
         int r;
 
         (void)s;
+        if (foreign) {
+                r = sd_notify(0, "STOPPING=1\nSTATUS=stopping"); /* after the loop */
+                if (r < 0)
+                        log_warning("sd_notify(STOPPING=1) failed: %s", strerror(-r));
+                return;
+        }
         /* After the loop: waiting a little for PID 1 costs no client. */
         for (int waited = 0;; waited += 10) {
                 r = send_dontwait("STOPPING=1\nSTATUS=stopping");

@@ -14,6 +14,8 @@ int notify_init(struct server *s);
 int notify_send(const char *msg, const int *fds, unsigned n);
 void notify_deinit(struct server *s);
 
+/* READY=1 at the start, before the loop. */
+void notify_started(struct server *s);
 void notify_ready(struct server *s);
 void notify_reloading(struct server *s);
 void notify_reloaded(struct server *s, const char *status);

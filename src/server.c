@@ -141,7 +141,7 @@ int server_run(struct server *s)
 {
         int r;
 
-        notify_ready(s);
+        notify_started(s);
         r = loop_run(s);
         notify_stopping(s);
         /* Under systemd the connections outlive us in its fd store: a
