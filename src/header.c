@@ -14,7 +14,11 @@
  * and no epoll_ctl; the EPOLLET alternative would cost an epoll_ctl(MOD)
  * per connection to leave edge-triggered mode. SO_RCVLOWAT is set back to
  * 1 when the header is done, and only if it was raised (conn.peeked).
- * A peek that sees no more than last time means the peer shut its side.
+ * A peek that sees no more than last time is refused at once (so nothing
+ * can spin), for the reason the socket gives: a FIN (the TCP state), an
+ * urgent byte (tcp_poll() counts it towards SO_RCVLOWAT, and a peek
+ * cannot get past its mark, so the header could never complete), or else
+ * receive queue pressure, which also makes tcp_poll() ignore SO_RCVLOWAT.
  *
  * Deadline: every waiting connection has the same proxy_timeout, so a
  * deadline list (dlist.c) in accept order with one timerfd is O(1). A
@@ -26,6 +30,8 @@
 #include "header.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -115,6 +121,24 @@ static int set_lowat(int fd, int bytes)
         return setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof(bytes)) < 0 ? -errno : 0;
 }
 
+/* Readable, yet no byte more than last time: why? Only this rare path
+ * pays for the two syscalls. */
+static const char *why_nothing_new(int fd)
+{
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        ssize_t r;
+        char b;
+
+        if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+            ti.tcpi_state != TCP_ESTABLISHED)
+                return "closed before the end of its PROXY header";
+        r = recv(fd, &b, 1, MSG_OOB | MSG_PEEK); /* EAGAIN: announced, not arrived */
+        if (r == 1 || (r < 0 && errno == EAGAIN))
+                return "urgent data in a PROXY header";
+        return "receive queue under pressure before the end of its PROXY header";
+}
+
 /* N bytes are a valid beginning: wait for byte N + 1. */
 static enum header_result wait_for_more(struct server *s, int fd, size_t n)
 {
@@ -123,8 +147,7 @@ static enum header_result wait_for_more(struct server *s, int fd, size_t n)
         int r;
 
         if (n <= c->peeked) {
-                /* Readable, nothing new: only a FIN or an error does that. */
-                refuse(s, fd, "closed before the end of its PROXY header");
+                refuse(s, fd, why_nothing_new(fd));
                 return HEADER_CLOSED;
         }
         r = set_lowat(fd, (int)n + 1);
