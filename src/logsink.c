@@ -17,6 +17,8 @@
  * at all (PIPE_BUF). A socket or terminal may take only its start; then
  * the rest is finished before any other line is begun, so lines never
  * interleave, and a line counts as not written only if none of it got out.
+ * A re-exec waits a little for such a rest; if it still cannot go, it is
+ * lost, and the new image begins with a newline (EPOLLD_LOG_CUT).
  *
  * The journal: when stderr is journald's stream (JOURNAL_STREAM names its
  * device and inode, as sd_journal_stream_fd(3) describes) and journald's
@@ -50,6 +52,8 @@
 #define LINE_BYTES 1300 /* "epolld@INSTANCE: level: " + a 1023-byte message + "\n" fit */
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
 #define JOURNAL_SNDBUF (8 * 1024 * 1024) /* as libsystemd; the kernel caps it */
+/* Set across a re-exec when a line was left unfinished (reexec.c). */
+#define CUT_ENV "EPOLLD_LOG_CUT"
 
 enum out_kind {
         OUT_FILE, /* regular file or block device */
@@ -138,10 +142,18 @@ static bool journal_socket_present(void)
 
 void logsink_init(const char *name)
 {
+        const char *v = getenv(CUT_ENV);
+        bool cut = v && strcmp(v, "1") == 0;
+
+        unsetenv(CUT_ENV);
         snprintf(instance, sizeof(instance), "%s", name);
         snprintf(ident, sizeof(ident), "epolld%s%s", instance[0] ? "@" : "", instance);
         out_init();
         journal.chosen = stderr_is_journal() && journal_socket_present();
+        if (cut) { /* the previous image left a line unfinished: end it first */
+                out.rest[0] = '\n';
+                out.rest_len = 1;
+        }
 }
 
 static ssize_t out_write(const char *buf, size_t len)
@@ -323,6 +335,20 @@ bool logsink_write(int priority, const struct log_fields *fields, const char *ms
 bool logsink_pending(void)
 {
         return out.rest_len > 0;
+}
+
+void logsink_before_exec(int ms)
+{
+        if (!out.rest_len)
+                return;
+        logsink_wait_writable(ms);
+        if (out.rest_len)
+                (void)setenv(CUT_ENV, "1", 1); /* ENOMEM: a glued line, no more */
+}
+
+void logsink_exec_failed(void)
+{
+        unsetenv(CUT_ENV);
 }
 
 void logsink_wait_writable(int ms)

@@ -22,6 +22,15 @@ bool logsink_pending(void);
 /* CLOCK_MONOTONIC in milliseconds (also the rate limits' clock). */
 uint64_t logsink_now_ms(void);
 
+/* Right before execve(): waits at most MS milliseconds for a partly
+ * written line to be finished; if it is not, the rest is lost, and the
+ * environment tells the new image to begin its output with a newline, so
+ * its first line is not glued to the cut one. */
+void logsink_before_exec(int ms);
+/* execve() failed: this image still has the rest to write; forget the
+ * note for the new image. */
+void logsink_exec_failed(void);
+
 /* At exit only: waits at most MS milliseconds for the output to take a
  * line (and for a partly written line to be finished). */
 void logsink_wait_writable(int ms);

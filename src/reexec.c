@@ -32,12 +32,14 @@
 
 #include "conn.h"
 #include "log.h"
+#include "logsink.h"
 #include "notify.h"
 #include "server.h"
 #include "state.h"
 
 /* The configuration file the previous image ran on; empty: none. */
 #define REEXEC_CONFIG_ENV "EPOLLD_REEXEC_CONFIG"
+#define LOG_WAIT_MS 200
 
 /* The kernel's limit for one environment string (MAX_ARG_STRLEN). */
 #define ENV_STRING_MAX ((size_t)32 * 4096)
@@ -142,6 +144,7 @@ static void undo(struct plan *p)
         unsetenv("LISTEN_FDNAMES");
         unsetenv("LISTEN_PID");
         unsetenv(REEXEC_CONFIG_ENV);
+        logsink_exec_failed();
 }
 
 /* Room for every name in LISTEN_FDNAMES with its ':' (or the final NUL):
@@ -232,6 +235,9 @@ void reexec(struct server *s)
         if (r == 0) {
                 /* From here to execve nothing logs: fds are not moved, but
                  * stay on the safe side of a client's socket. */
+                /* A line half written to a full stderr: up to LOG_WAIT_MS
+                 * for the reader, else the new image starts a new line. */
+                logsink_before_exec(LOG_WAIT_MS);
                 notify_watchdog_now(); /* RELOADING=1 does not reset it */
                 if (strchr(s->exec_path, '/'))
                         execv(s->exec_path, s->argv);
