@@ -21,7 +21,7 @@
 
 #define LG_MSG_MAX 256
 #define LG_PROXY_V2_LEN 28 /* a v2 header for TCP over IPv4 */
-#define LG_MAX_TARGETS 4
+#define LG_MAX_TARGETS 6
 
 enum lg_mode { LG_PINGPONG, LG_CHURN, LG_HOLD };
 
