@@ -185,7 +185,7 @@ static int conn_open(struct server *s, int fd, const struct sockaddr *peer)
                 return r;
         }
         *c = (struct conn){ .gen = gen,
-                            .born_us = s->now_us,
+                            .born_cs = s->now_cs,
                             .events = EPOLLIN,
                             .flags = CONN_OPEN,
                             .prev = -1,
@@ -205,13 +205,15 @@ static int conn_open(struct server *s, int fd, const struct sockaddr *peer)
 
 /* A record of version 3 has the client, the accept time and the header
  * phase; older ones (born_us 0) and a missing one get the socket's peer
- * and start their life now. */
-static void restore(struct server *s, int fd, struct conn *c, const struct state_record *r)
+ * and start their life now. Returns the accept time in CLOCK_MONOTONIC us,
+ * never after s->now_us (born_cs must not be after s->now_cs). */
+static uint64_t restore(struct server *s, int fd, struct conn *c, const struct state_record *r)
 {
         struct sockaddr_storage peer = { 0 };
         socklen_t len = sizeof(peer);
+        uint64_t born_us = s->now_us;
 
-        c->born_us = s->now_us;
+        c->born_cs = s->now_cs;
         if (r) {
                 c->id = r->id;
                 c->replies = r->replies;
@@ -219,13 +221,15 @@ static void restore(struct server *s, int fd, struct conn *c, const struct state
                 c->flags |= (uint8_t)(r->flags & CONN_STATE_FLAGS);
         }
         if (r && r->born_us) {
-                c->born_us = r->born_us;
+                born_us = r->born_us < s->now_us ? r->born_us : s->now_us;
+                c->born_cs = (uint32_t)(born_us / CONN_CS_US);
                 memcpy(c->addr, r->addr, sizeof(c->addr));
                 c->port = r->port;
-                return;
+                return born_us;
         }
         if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0)
                 conn_set_client(c, (struct sockaddr *)&peer);
+        return born_us;
 }
 
 /* header.c leaves SO_RCVLOWAT at one past the header bytes it saw while a
@@ -261,6 +265,7 @@ static void restore_lowat(struct server *s, int fd, struct conn *c, bool has_rec
 int conn_adopt(struct server *s, int fd, const struct state_record *r)
 {
         struct conn *c;
+        uint64_t born_us;
         int err = (uint32_t)fd < s->table_size ? fd_nonblock_cloexec(fd) : -EBADF;
 
         if (err == 0)
@@ -277,13 +282,14 @@ int conn_adopt(struct server *s, int fd, const struct state_record *r)
                             .flags = CONN_OPEN | CONN_ADOPTED,
                             .prev = -1,
                             .next = -1 };
-        restore(s, fd, c, r);
+        born_us = restore(s, fd, c, r);
         restore_lowat(s, fd, c, r != NULL);
         s->n_conns++;
         if (fd > s->max_fd)
                 s->max_fd = fd;
         if (c->flags & CONN_HEADER) {
-                header_adopt(s, fd); /* not a client's yet: no line */
+                /* not a client's yet: no line; its deadline in ms as before */
+                header_adopt(s, fd, (uint32_t)(born_us / 1000u));
                 return 0;
         }
         if (!c->id)
@@ -372,6 +378,13 @@ void conn_accept(struct server *s, uint32_t idx)
         }
 }
 
+/* born_cs is never after s->now_cs, so the difference modulo 2^32 is the
+ * lifetime (to 10 ms, for up to 497 days). */
+uint64_t conn_lifetime_us(const struct server *s, const struct conn *c)
+{
+        return (uint64_t)(uint32_t)(s->now_cs - c->born_cs) * CONN_CS_US;
+}
+
 /* "closed connection #ID (WHY) after N replies in S.mmm s; client
  * CLIENT[ via BALANCER] (fd N)" (EPOLLD_EVENT=close, with DURATION_USEC). */
 static void log_close(const struct server *s, const struct conn *c, int fd, const char *why)
@@ -383,7 +396,7 @@ static void log_close(const struct server *s, const struct conn *c, int fd, cons
                                 .has_duration = true };
         struct names n;
 
-        f.duration_usec = s->now_us > c->born_us ? s->now_us - c->born_us : 0;
+        f.duration_usec = conn_lifetime_us(s, c);
         name_peers(c, fd, NULL, &n, &f);
         log_write(conn_priority(c), &f,
                   "closed connection #%llu (%s) after %llu replies in %llu.%03llu s; client %s%s "

@@ -88,10 +88,10 @@ void header_begin(struct server *s, int fd)
                 dlist_arm_lazily(s, &s->hdr, timeout_ms(s));
 }
 
-void header_adopt(struct server *s, int fd)
+void header_adopt(struct server *s, int fd, uint32_t accepted_ms)
 {
         dlist_append(s, &s->hdr, fd);
-        s->conns[fd].last_ms = (uint32_t)(s->conns[fd].born_us / 1000u);
+        s->conns[fd].last_ms = accepted_ms;
 }
 
 void header_order(struct server *s)
