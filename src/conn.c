@@ -62,6 +62,7 @@ void conn_table_deinit(struct server *s)
 }
 
 _Static_assert(sizeof(struct conn) <= 64, "a connection must cost at most 64 bytes");
+_Static_assert(CONN_PENDING_MAX <= UINT8_MAX, "conn.pending is a byte");
 
 void conn_client(const struct conn *c, struct sockaddr_storage *out)
 {
@@ -216,9 +217,13 @@ static uint64_t restore(struct server *s, int fd, struct conn *c, const struct s
         c->born_cs = s->now_cs;
         if (r) {
                 c->id = r->id;
-                c->replies = r->replies;
-                c->pending = (uint16_t)r->pending; /* checked: at most PROXY_MAX_LEN */
                 c->flags |= (uint8_t)(r->flags & CONN_STATE_FLAGS);
+                if (r->flags & CONN_HEADER) {
+                        c->peeked = r->pending; /* checked: below PROXY_MAX_LEN */
+                } else {
+                        c->replies = r->replies;
+                        c->pending = (uint8_t)r->pending; /* checked: <= CONN_PENDING_MAX */
+                }
         }
         if (r && r->born_us) {
                 born_us = r->born_us < s->now_us ? r->born_us : s->now_us;
@@ -254,7 +259,7 @@ static void restore_lowat(struct server *s, int fd, struct conn *c, bool has_rec
                 return;
         if (!has_record && s->cfg.proxy_protocol && lowat - 1 < (int)PROXY_MAX_LEN) {
                 c->flags |= CONN_HEADER;
-                c->peeked = (uint16_t)(lowat - 1);
+                c->peeked = (uint64_t)(lowat - 1);
                 return;
         }
         if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) < 0)
@@ -477,7 +482,7 @@ static int flush(struct server *s, int fd, struct conn *c)
         ssize_t n = write(fd, replies + off, c->pending);
 
         if (n >= 0) {
-                c->pending = (uint16_t)(c->pending - n);
+                c->pending = (uint8_t)(c->pending - n);
                 return 0;
         }
         if (errno == EAGAIN || errno == EINTR)
@@ -491,7 +496,7 @@ static int flush(struct server *s, int fd, struct conn *c)
 
 static void count_reply(struct server *s, struct conn *c)
 {
-        c->pending = (uint16_t)(c->pending + CONN_REPLY_LEN);
+        c->pending = (uint8_t)(c->pending + CONN_REPLY_LEN); /* EPOLLIN only if it fits */
         c->replies++;
         s->stats.replies++;
 }

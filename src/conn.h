@@ -24,7 +24,13 @@ struct state_record;
  * header knew it. */
 struct conn {
         uint64_t id; /* 0 while the PROXY header is awaited: not yet a client's */
-        uint64_t replies; /* replies counted, written or pending */
+        union {
+                uint64_t replies; /* replies counted, written or pending */
+                /* CONN_HEADER, while there are no replies: bytes of header
+                 * seen at the last look, so SO_RCVLOWAT is one more (0: not
+                 * raised). Set back to 0 as the header ends: replies from 0. */
+                uint64_t peeked;
+        };
         uint32_t gen; /* bumped at close: stale events are skipped */
         /* Deadline list links (fds), -1 = none: the header list while
          * CONN_HEADER, else the idle list (while idle_timeout is on). */
@@ -36,12 +42,7 @@ struct conn {
         uint32_t born_cs;
         uint8_t addr[16]; /* the client: IPv4 in the first 4 bytes unless CONN_ADDR6 */
         uint16_t port; /* the client's, host order */
-        union {
-                uint16_t pending; /* bytes of replies not yet written */
-                /* CONN_HEADER: bytes of header seen at the last look, so
-                 * SO_RCVLOWAT is one more (0: not raised) */
-                uint16_t peeked;
-        };
+        uint8_t pending; /* bytes of replies not yet written, <= CONN_PENDING_MAX */
         uint16_t events; /* interest registered with epoll */
         uint8_t flags; /* CONN_* */
 };

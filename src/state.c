@@ -100,17 +100,18 @@ static size_t collect(const struct server *s, struct state_record *r)
 
         for (int fd = 0; fd <= s->max_fd; fd++) {
                 const struct conn *c = &s->conns[fd];
+                bool header = c->flags & CONN_HEADER; /* peeked, in replies' place */
                 struct stat st;
 
                 if (!(c->flags & CONN_OPEN) || fstat(fd, &st) < 0)
                         continue;
                 r[n] = (struct state_record){ .ino = st.st_ino,
                                               .id = c->id,
-                                              .replies = c->replies,
+                                              .replies = header ? 0 : c->replies,
                                               .last_ms = idle_last_activity(s, fd, now),
                                               .born_us = born_us(s, c),
                                               .port = c->port,
-                                              .pending = c->pending, /* or peeked */
+                                              .pending = header ? (uint32_t)c->peeked : c->pending,
                                               .flags = c->flags & CONN_STATE_FLAGS };
                 memcpy(r[n++].addr, c->addr, sizeof(c->addr));
         }
