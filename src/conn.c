@@ -61,7 +61,13 @@ void conn_table_deinit(struct server *s)
         s->conns = NULL;
 }
 
-_Static_assert(sizeof(struct conn) <= 64, "a connection must cost at most 64 bytes");
+/* The project's target is at most 64 bytes of RSS per idle connection in
+ * all; malloc, the epoll loop and the page tables add their part. */
+_Static_assert(sizeof(struct conn) == 56, "a connection must cost 56 bytes");
+_Static_assert((EPOLLIN | EPOLLOUT) <= UINT8_MAX, "conn.events is a byte");
+_Static_assert(CONN_ADDR6 <= 1u << 7, "conn.flags has 8 bits");
+_Static_assert(TAG_GEN_MASK == (1u << 24) - 1, "conn.gen has the bits of a tag's generation");
+_Static_assert(CONN_PENDING_MAX <= UINT8_MAX, "conn.pending is a byte");
 
 void conn_client(const struct conn *c, struct sockaddr_storage *out)
 {
@@ -185,7 +191,7 @@ static int conn_open(struct server *s, int fd, const struct sockaddr *peer)
                 return r;
         }
         *c = (struct conn){ .gen = gen,
-                            .born_us = s->now_us,
+                            .born_cs = s->now_cs,
                             .events = EPOLLIN,
                             .flags = CONN_OPEN,
                             .prev = -1,
@@ -205,27 +211,35 @@ static int conn_open(struct server *s, int fd, const struct sockaddr *peer)
 
 /* A record of version 3 has the client, the accept time and the header
  * phase; older ones (born_us 0) and a missing one get the socket's peer
- * and start their life now. */
-static void restore(struct server *s, int fd, struct conn *c, const struct state_record *r)
+ * and start their life now. Returns the accept time in CLOCK_MONOTONIC us,
+ * never after s->now_us (born_cs must not be after s->now_cs). */
+static uint64_t restore(struct server *s, int fd, struct conn *c, const struct state_record *r)
 {
         struct sockaddr_storage peer = { 0 };
         socklen_t len = sizeof(peer);
+        uint64_t born_us = s->now_us;
 
-        c->born_us = s->now_us;
+        c->born_cs = s->now_cs;
         if (r) {
                 c->id = r->id;
-                c->replies = r->replies;
-                c->pending = (uint16_t)r->pending; /* checked: at most PROXY_MAX_LEN */
                 c->flags |= (uint8_t)(r->flags & CONN_STATE_FLAGS);
+                if (r->flags & CONN_HEADER) {
+                        c->peeked = r->pending; /* checked: below PROXY_MAX_LEN */
+                } else {
+                        c->replies = r->replies;
+                        c->pending = (uint8_t)r->pending; /* checked: <= CONN_PENDING_MAX */
+                }
         }
         if (r && r->born_us) {
-                c->born_us = r->born_us;
+                born_us = r->born_us < s->now_us ? r->born_us : s->now_us;
+                c->born_cs = (uint32_t)(born_us / CONN_CS_US);
                 memcpy(c->addr, r->addr, sizeof(c->addr));
                 c->port = r->port;
-                return;
+                return born_us;
         }
         if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0)
                 conn_set_client(c, (struct sockaddr *)&peer);
+        return born_us;
 }
 
 /* header.c leaves SO_RCVLOWAT at one past the header bytes it saw while a
@@ -250,7 +264,7 @@ static void restore_lowat(struct server *s, int fd, struct conn *c, bool has_rec
                 return;
         if (!has_record && s->cfg.proxy_protocol && lowat - 1 < (int)PROXY_MAX_LEN) {
                 c->flags |= CONN_HEADER;
-                c->peeked = (uint16_t)(lowat - 1);
+                c->peeked = (uint64_t)(lowat - 1);
                 return;
         }
         if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one)) < 0)
@@ -261,6 +275,7 @@ static void restore_lowat(struct server *s, int fd, struct conn *c, bool has_rec
 int conn_adopt(struct server *s, int fd, const struct state_record *r)
 {
         struct conn *c;
+        uint64_t born_us;
         int err = (uint32_t)fd < s->table_size ? fd_nonblock_cloexec(fd) : -EBADF;
 
         if (err == 0)
@@ -277,13 +292,14 @@ int conn_adopt(struct server *s, int fd, const struct state_record *r)
                             .flags = CONN_OPEN | CONN_ADOPTED,
                             .prev = -1,
                             .next = -1 };
-        restore(s, fd, c, r);
+        born_us = restore(s, fd, c, r);
         restore_lowat(s, fd, c, r != NULL);
         s->n_conns++;
         if (fd > s->max_fd)
                 s->max_fd = fd;
         if (c->flags & CONN_HEADER) {
-                header_adopt(s, fd); /* not a client's yet: no line */
+                /* not a client's yet: no line; its deadline in ms as before */
+                header_adopt(s, fd, (uint32_t)(born_us / 1000u));
                 return 0;
         }
         if (!c->id)
@@ -372,6 +388,13 @@ void conn_accept(struct server *s, uint32_t idx)
         }
 }
 
+/* born_cs is never after s->now_cs, so the difference modulo 2^32 is the
+ * lifetime (to 10 ms, for up to 497 days). */
+uint64_t conn_lifetime_us(const struct server *s, const struct conn *c)
+{
+        return (uint64_t)(uint32_t)(s->now_cs - c->born_cs) * CONN_CS_US;
+}
+
 /* "closed connection #ID (WHY) after N replies in S.mmm s; client
  * CLIENT[ via BALANCER] (fd N)" (EPOLLD_EVENT=close, with DURATION_USEC). */
 static void log_close(const struct server *s, const struct conn *c, int fd, const char *why)
@@ -383,7 +406,7 @@ static void log_close(const struct server *s, const struct conn *c, int fd, cons
                                 .has_duration = true };
         struct names n;
 
-        f.duration_usec = s->now_us > c->born_us ? s->now_us - c->born_us : 0;
+        f.duration_usec = conn_lifetime_us(s, c);
         name_peers(c, fd, NULL, &n, &f);
         log_write(conn_priority(c), &f,
                   "closed connection #%llu (%s) after %llu replies in %llu.%03llu s; client %s%s "
@@ -464,7 +487,7 @@ static int flush(struct server *s, int fd, struct conn *c)
         ssize_t n = write(fd, replies + off, c->pending);
 
         if (n >= 0) {
-                c->pending = (uint16_t)(c->pending - n);
+                c->pending = (uint8_t)(c->pending - n);
                 return 0;
         }
         if (errno == EAGAIN || errno == EINTR)
@@ -478,7 +501,7 @@ static int flush(struct server *s, int fd, struct conn *c)
 
 static void count_reply(struct server *s, struct conn *c)
 {
-        c->pending = (uint16_t)(c->pending + CONN_REPLY_LEN);
+        c->pending = (uint8_t)(c->pending + CONN_REPLY_LEN); /* EPOLLIN only if it fits */
         c->replies++;
         s->stats.replies++;
 }
@@ -531,7 +554,7 @@ static void update_interest(struct server *s, int fd, struct conn *c)
                 conn_close(s, fd, "epoll error");
                 return;
         }
-        c->events = (uint16_t)want;
+        c->events = (uint8_t)want;
 }
 
 void conn_on_event(struct server *s, uint64_t tag, uint32_t events)

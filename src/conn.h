@@ -15,31 +15,42 @@ struct state_record;
 /* Past this many unwritten reply bytes we stop reading the connection: a
  * client that never reads cannot make us hold more than this. */
 #define CONN_PENDING_MAX (64u * CONN_REPLY_LEN)
+/* Microseconds in the unit of accept times (struct conn's born_cs). */
+#define CONN_CS_US 10000u
 
-/* Kept small on purpose (64 bytes, one cache line): a held idle connection
- * costs this and nothing else in user space. The client's address is kept
- * because the close line must name it, and after a PROXY header only the
- * header knew it. */
+/* Kept small on purpose (56 bytes): a held idle connection costs this and
+ * nothing else in user space. The client's address is kept because the
+ * close line must name it, and after a PROXY header only the header knew
+ * it. To fit, the accept time is in centiseconds, the header phase's count
+ * shares the place of the replies it does not have yet, and generation and
+ * flags share a word. What every event touches comes first, so a slot's
+ * hot part mostly lies in one cache line; what only the log lines and the
+ * state read comes last. */
 struct conn {
-        uint64_t id; /* 0 while the PROXY header is awaited: not yet a client's */
-        uint64_t replies; /* replies counted, written or pending */
-        uint64_t born_us; /* CLOCK_MONOTONIC us of the accept, for the lifetime */
-        uint32_t gen; /* bumped at close: stale events are skipped */
+        union {
+                uint64_t replies; /* replies counted, written or pending */
+                /* CONN_HEADER, while there are no replies: bytes of header
+                 * seen at the last look, so SO_RCVLOWAT is one more (0: not
+                 * raised). Set back to 0 as the header ends: replies from 0. */
+                uint64_t peeked;
+        };
+        /* Bumped at close: stale events are skipped. 24 bits, as many as an
+         * epoll tag carries (TAG_GEN_MASK); wraps there. */
+        uint32_t gen : 24;
+        uint32_t flags : 8; /* CONN_* */
         /* Deadline list links (fds), -1 = none: the header list while
          * CONN_HEADER, else the idle list (while idle_timeout is on). */
         int32_t prev;
         int32_t next;
         uint32_t last_ms; /* last activity; in the header phase, the accept */
-        uint8_t addr[16]; /* the client: IPv4 in the first 4 bytes unless CONN_ADDR6 */
+        uint8_t pending; /* bytes of replies not yet written, <= CONN_PENDING_MAX */
+        uint8_t events; /* interest registered with epoll: EPOLLIN, EPOLLOUT or both */
         uint16_t port; /* the client's, host order */
-        union {
-                uint16_t pending; /* bytes of replies not yet written */
-                /* CONN_HEADER: bytes of header seen at the last look, so
-                 * SO_RCVLOWAT is one more (0: not raised) */
-                uint16_t peeked;
-        };
-        uint16_t events; /* interest registered with epoll */
-        uint8_t flags; /* CONN_* */
+        /* CLOCK_MONOTONIC centiseconds of the accept, modulo 2^32 and never
+         * after s->now_cs: a lifetime is exact to 10 ms for 497 days. */
+        uint32_t born_cs;
+        uint64_t id; /* 0 while the PROXY header is awaited: not yet a client's */
+        uint8_t addr[16]; /* the client: IPv4 in the first 4 bytes unless CONN_ADDR6 */
 };
 
 enum {
@@ -85,6 +96,9 @@ void conn_drop(struct server *s, int fd);
  * the connection joins the idle list and its accept line is written, naming
  * the balancer PEER that sent a PROXY header of VERSION. */
 void conn_established(struct server *s, int fd, const struct sockaddr *peer, int version);
+
+/* How long C has lived, in microseconds (a multiple of CONN_CS_US). */
+uint64_t conn_lifetime_us(const struct server *s, const struct conn *c);
 
 /* C's client address as a socket address. */
 void conn_client(const struct conn *c, struct sockaddr_storage *out);

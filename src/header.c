@@ -88,10 +88,10 @@ void header_begin(struct server *s, int fd)
                 dlist_arm_lazily(s, &s->hdr, timeout_ms(s));
 }
 
-void header_adopt(struct server *s, int fd)
+void header_adopt(struct server *s, int fd, uint32_t accepted_ms)
 {
         dlist_append(s, &s->hdr, fd);
-        s->conns[fd].last_ms = (uint32_t)(s->conns[fd].born_us / 1000u);
+        s->conns[fd].last_ms = accepted_ms;
 }
 
 void header_order(struct server *s)
@@ -156,7 +156,7 @@ static enum header_result wait_for_more(struct server *s, int fd, size_t n)
                 refuse(s, fd, why);
                 return HEADER_CLOSED;
         }
-        c->peeked = (uint16_t)n;
+        c->peeked = n;
         return HEADER_WAITING;
 }
 
@@ -186,7 +186,7 @@ static enum header_result finish(struct server *s, int fd, const struct proxy_he
         conn_client(c, &peer);
         header_remove(s, fd);
         c->flags = (uint8_t)((c->flags & ~CONN_HEADER) | CONN_PROXIED);
-        c->peeked = 0;
+        c->peeked = 0; /* and so replies: it shares their place */
         if (h->has_addr)
                 conn_set_client(c, (const struct sockaddr *)&h->src);
         if (h->version == 2 && h->command == PROXY_LOCAL)

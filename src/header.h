@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 struct server;
@@ -29,9 +30,9 @@ void header_log_refusal(const struct sockaddr *peer, int fd, const char *why);
 /* FD (accepted, in the epoll set) now waits for its header. */
 void header_begin(struct server *s, int fd);
 /* Adoption of a connection whose header was still awaited: back on the
- * header list with its accept time (conns[fd].born_us). Call header_order()
- * after the last one. */
-void header_adopt(struct server *s, int fd);
+ * header list with its accept time ACCEPTED_MS (CLOCK_MONOTONIC ms, modulo
+ * 2^32, as last_ms). Call header_order() after the last one. */
+void header_adopt(struct server *s, int fd, uint32_t accepted_ms);
 void header_order(struct server *s);
 
 /* An epoll event while the header is awaited. */

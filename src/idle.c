@@ -55,6 +55,7 @@ uint64_t idle_clock(struct server *s)
         s->now_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
         now = s->now_us / 1000u;
         s->now_ms = (uint32_t)now;
+        s->now_cs = (uint32_t)(s->now_us / CONN_CS_US);
         return now;
 }
 

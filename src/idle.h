@@ -20,7 +20,7 @@ void idle_on_timer(struct server *s);
  * unless the timeout was off (then none was kept, and all start now). */
 void idle_reconfigure(struct server *s, uint32_t old);
 
-/* Reads CLOCK_MONOTONIC into s->now_ms and s->now_us (once per loop turn,
+/* Reads CLOCK_MONOTONIC into s->now_ms, now_us, now_cs (once per loop turn,
  * every turn: accept times need it); returns it in
  * whole milliseconds, as idle_monotonic_ms() does. */
 uint64_t idle_clock(struct server *s);

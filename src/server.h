@@ -73,6 +73,7 @@ struct server {
         struct dlist hdr; /* awaiting a PROXY header: oldest accept first (header.c) */
         uint32_t now_ms; /* CLOCK_MONOTONIC, once per loop turn */
         uint64_t now_us; /* the same reading, in microseconds */
+        uint32_t now_cs; /* and in centiseconds (10 ms), modulo 2^32: accept times */
 
         int signal_fd;
         bool stopping;

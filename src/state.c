@@ -3,8 +3,9 @@
  * Layout (host byte order; the magic catches a foreign file):
  *   header: magic "EPOLLDST", version, record size, count, next id, replies
  *   count records: socket inode, id, replies, last traffic (CLOCK_MONOTONIC
- *   ms, 0 = unknown), accept time (CLOCK_MONOTONIC us), the client's
- *   address and port, pending bytes, flags
+ *   ms, 0 = unknown), accept time (CLOCK_MONOTONIC us; written to 10 ms, as
+ *   struct conn keeps it, and a finer one is rounded down when read), the
+ *   client's address and port, pending bytes, flags
  * Version 1 records lack the last traffic, version 2 ones the accept time
  * and the client; both are still read (as unknown), so a restart from an
  * older binary keeps its connections. A connection still waiting for its
@@ -81,6 +82,16 @@ static int write_all(int fd, const void *buf, size_t len)
         return 0;
 }
 
+/* C's accept time in full CLOCK_MONOTONIC us (0 means unknown: 1 instead);
+ * the table keeps it in centiseconds modulo 2^32, the lifetime back from
+ * now. */
+static uint64_t born_us(const struct server *s, const struct conn *c)
+{
+        uint64_t us = s->now_us / CONN_CS_US * CONN_CS_US - conn_lifetime_us(s, c);
+
+        return us ? us : 1;
+}
+
 /* Fills the records of every open connection; returns how many. */
 static size_t collect(const struct server *s, struct state_record *r)
 {
@@ -89,17 +100,18 @@ static size_t collect(const struct server *s, struct state_record *r)
 
         for (int fd = 0; fd <= s->max_fd; fd++) {
                 const struct conn *c = &s->conns[fd];
+                bool header = c->flags & CONN_HEADER; /* peeked, in replies' place */
                 struct stat st;
 
                 if (!(c->flags & CONN_OPEN) || fstat(fd, &st) < 0)
                         continue;
                 r[n] = (struct state_record){ .ino = st.st_ino,
                                               .id = c->id,
-                                              .replies = c->replies,
+                                              .replies = header ? 0 : c->replies,
                                               .last_ms = idle_last_activity(s, fd, now),
-                                              .born_us = c->born_us ? c->born_us : 1,
+                                              .born_us = born_us(s, c),
                                               .port = c->port,
-                                              .pending = c->pending, /* or peeked */
+                                              .pending = header ? (uint32_t)c->peeked : c->pending,
                                               .flags = c->flags & CONN_STATE_FLAGS };
                 memcpy(r[n++].addr, c->addr, sizeof(c->addr));
         }
