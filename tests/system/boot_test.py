@@ -26,8 +26,8 @@ import tempfile
 import time
 
 from container import (Abort, Container, MACHINE, Report, StepFailed, begin,
-                       build_and_install, copy_into, log, prepare_rootfs, run,
-                       wait_for)
+                       build_and_install, copy_into, exchange, finish, log,
+                       prepare_rootfs, run, wait_for)
 from instances_story import Instances
 from restart_story import Held
 
@@ -117,28 +117,6 @@ class Story:
         s.connect(("127.0.0.1", PORT))
         return s
 
-    @staticmethod
-    def exchange(s, data=b"hello\n"):
-        """Send DATA and expect exactly b'Hi!' back, nothing more."""
-        s.sendall(data)
-        got = b""
-        while len(got) < 3:
-            chunk = s.recv(3 - len(got))
-            if not chunk:
-                break
-            got += chunk
-        if got != b"Hi!":
-            raise StepFailed(f"expected b'Hi!', got {got!r}")
-        s.settimeout(0.3)
-        try:
-            extra = s.recv(64)
-        except socket.timeout:
-            extra = None
-        finally:
-            s.settimeout(5)
-        if extra:
-            raise StepFailed(f"extra bytes after Hi!: {extra!r}")
-
     def main_pid(self):
         return int(self.show("epolld.service", "MainPID")["MainPID"])
 
@@ -212,7 +190,7 @@ class Story:
             raise StepFailed(f"epolld.service {before} before any connection")
         self.client = self.connect()
         self.client_port = self.client.getsockname()[1]
-        self.exchange(self.client)
+        exchange(self.client)
         active = self.systemctl("is-active", "epolld.service",
                                 check=False).stdout.strip()
         if active != "active":
@@ -259,7 +237,7 @@ class Story:
         self.expect_running_or_activate()
         pid = self.main_pid()
         self.old = self.connect()
-        self.exchange(self.old)
+        exchange(self.old)
         c = self.cursor()
         line = self.set_config("server", "idle_timeout", "300")
         self.systemctl("reload", "epolld.service")
@@ -268,7 +246,7 @@ class Story:
         self.expect_running()
         if self.main_pid() != pid:
             raise StepFailed(f"MainPID changed {pid} -> {self.main_pid()}")
-        self.exchange(self.old)
+        exchange(self.old)
         return (f"idle_timeout edited (line {line}), {msg['MESSAGE']!r}, "
                 f"same MainPID {pid}, old connection still answered")
 
@@ -284,7 +262,7 @@ class Story:
         self.expect_running()
         if self.main_pid() != pid:
             raise StepFailed(f"MainPID changed {pid} -> {self.main_pid()}")
-        self.exchange(self.old)
+        exchange(self.old)
         # Put the shipped configuration back, and check it loads again.
         c = self.cursor()
         self.ct.write_file(CONFIG, self.original_config)
@@ -326,12 +304,12 @@ class Story:
         self.expect_running()
         msg = self.wait_message(c, rf"listening on 127\.0\.0\.1:{PORT}")
         s = self.connect()
-        self.exchange(s)
+        exchange(s)
         stored = self.show("epolld.service",
                            "NFileDescriptorStore")["NFileDescriptorStore"]
         self.systemctl("restart", "epolld.service", timeout=40)
         self.expect_running()
-        self.exchange(s)
+        exchange(s)
         s.close()
         self.systemctl("stop", "epolld.service")
         result = self.show("epolld.service", "Result")["Result"]
@@ -352,7 +330,7 @@ class Story:
         self.reset()
         self.systemctl("start", "epolld.socket")
         s = self.connect()
-        self.exchange(s)
+        exchange(s)
         pid = self.main_pid()
         c = self.cursor()
         self.systemctl("restart", "epolld.service", timeout=40)
@@ -364,7 +342,7 @@ class Story:
                                       r"service manager's fd store")
         adopted = self.wait_message(c, r"adopted \d+ of \d+ inherited "
                                        r"connection")
-        self.exchange(s)
+        exchange(s)
         stored = self.show("epolld.service",
                            "NFileDescriptorStore")["NFileDescriptorStore"]
         # A stop (not a restart) must not keep them: PID 1 closes the store.
@@ -386,7 +364,7 @@ class Story:
         self.reset()
         self.systemctl("start", "epolld.socket")
         s = self.connect()
-        self.exchange(s)
+        exchange(s)
         pid = self.main_pid()
         c = self.cursor()
         self.systemctl("kill", "--kill-who=main", "--signal=SIGUSR2",
@@ -399,7 +377,7 @@ class Story:
                  == "running", 10)
         if self.main_pid() != pid:
             raise StepFailed(f"MainPID changed {pid} -> {self.main_pid()}")
-        self.exchange(s)
+        exchange(s)
         s.close()
         self.reset()
         return (f"{msg['MESSAGE']!r}, {adopted['MESSAGE']!r}, same MainPID "
@@ -440,7 +418,7 @@ class Story:
             if int(st["NRestarts"]) < 1 or not timeout_msg:
                 raise StepFailed(f"{st}; watchdog journal lines: {timeout_msg}")
             s = self.connect()
-            self.exchange(s)
+            exchange(s)
             s.close()
             return (f"WatchdogUSec={usec}, stopped {pid}, restarted as "
                     f"{st['MainPID']} after {took:.1f}s (NRestarts="
@@ -489,7 +467,7 @@ class Story:
         run(ip + ["add", f"{OUTSIDER}/32", "dev", "lo"], timeout=10)
         try:
             with self.connect() as inside:
-                self.exchange(inside)
+                exchange(inside)
             self.expect_dropped()
         finally:
             run(ip + ["del", f"{OUTSIDER}/32", "dev", "lo"], timeout=10)
@@ -534,7 +512,7 @@ class Story:
         if st != "running":
             self.systemctl("start", "epolld.socket")
             s = self.connect()
-            self.exchange(s)
+            exchange(s)
             s.close()
 
     def wait_ready(self):
@@ -646,12 +624,7 @@ def main():
         log(f"ABORT: {e}")
         report.failed += 1
     finally:
-        if ct:
-            log(f"teardown: {ct.teardown()}")
-        if args.keep or (ct and ct.alive):
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish(report, ct, work, args.keep)
     skipped = f", {len(report.not_run)} skipped" if report.not_run else ""
     log(f"{report.passed} passed, {report.failed} failed{skipped}")
     return 0 if report.failed == 0 and not report.not_run else 1

@@ -330,6 +330,51 @@ def kill_cgroup(cgroup):
         time.sleep(0.1)
     return False
 
+def recv_reply(s, n=3):
+    """Up to N bytes from S: fewer only if the peer closes first."""
+    got = b""
+    while len(got) < n:
+        chunk = s.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def exchange(s, data=b"hello\n"):
+    """Send DATA on S and expect exactly b'Hi!' back, nothing more."""
+    s.sendall(data)
+    got = recv_reply(s)
+    if got != b"Hi!":
+        raise StepFailed(f"expected b'Hi!', got {got!r}")
+    timeout = s.gettimeout()
+    s.settimeout(0.3)
+    try:
+        extra = s.recv(64)
+    except socket.timeout:
+        extra = None
+    finally:
+        s.settimeout(timeout)
+    if extra:
+        raise StepFailed(f"extra bytes after Hi!: {extra!r}")
+
+
+def finish(report, ct, work, keep, cleanup=None):
+    """The common end of a suite, failed or not: CLEANUP, the container's
+    teardown, and the work directory removed unless kept (or a container
+    survived it)."""
+    if cleanup:
+        cleanup()
+    if ct:
+        notes = ct.teardown()
+        if notes:
+            log(f"teardown: {notes}")
+    if keep or (ct and ct.alive):
+        log(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 
 def remove_cgroup(cgroup):
     """rmdir CGROUP and its children, deepest first; True if all went."""

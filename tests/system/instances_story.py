@@ -17,7 +17,7 @@ import re
 import time
 
 from clients import Pool, sockets_in
-from container import StepFailed, wait_for
+from container import StepFailed, recv_reply, wait_for
 
 PORT = 8001
 N = 3
@@ -131,12 +131,7 @@ class Instances:
                     s.settimeout(5)
                     s.connect(("127.0.0.1", PORT))
                     s.sendall(b"x")
-                    got = b""
-                    while len(got) < 3:
-                        chunk = s.recv(3 - len(got))
-                        if not chunk:
-                            break
-                        got += chunk
+                    got = recv_reply(s)
                     if got != b"Hi!":
                         failures.append(got)
                 except OSError as e:

@@ -37,8 +37,8 @@ import sys
 import tempfile
 import time
 
-from container import (Abort, Container, Report, StepFailed, begin, log,
-                       prepare_rootfs, run, tail, wait_for)
+from container import (Abort, Container, Report, StepFailed, begin, exchange,
+                       finish, log, prepare_rootfs, run, tail, wait_for)
 
 MACHINE = "epolld-newcomer"
 CACHE_DIR = "/var/tmp/epolld-newcomer-rootfs"
@@ -124,23 +124,7 @@ def answers_hi():
     """True if 127.0.0.1:PORT answers a line with exactly b'Hi!'."""
     try:
         with socket.create_connection(("127.0.0.1", PORT), timeout=2) as s:
-            s.sendall(b"hello\n")
-            got = b""
-            while len(got) < 3:
-                chunk = s.recv(3 - len(got))
-                if not chunk:
-                    break
-                got += chunk
-            if got != b"Hi!":
-                raise StepFailed(f"127.0.0.1:{PORT} answered {got!r}, "
-                                 f"not b'Hi!'")
-            s.settimeout(0.3)
-            try:
-                extra = s.recv(64)
-            except socket.timeout:
-                extra = b""
-            if extra:
-                raise StepFailed(f"extra bytes after Hi!: {extra!r}")
+            exchange(s)
             return True
     except (ConnectionRefusedError, socket.timeout):
         return False
@@ -383,15 +367,7 @@ def main():
         log(f"ABORT: {e}")
         report.failed += 1
     finally:
-        if newcomer:
-            newcomer.stop()
-        notes = ct.teardown()
-        if notes:
-            log(f"teardown: {notes}")
-        if args.keep or ct.alive:
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish(report, ct, work, args.keep, newcomer.stop if newcomer else None)
     if newcomer and newcomer.statuses:
         log("\n".join(newcomer.statuses))
     log(f"{report.passed} passed, {report.failed} failed "

@@ -32,7 +32,7 @@ import time
 
 from boot_test import Story
 from clients import Pool
-from container import (Abort, Container, Report, StepFailed, begin, log,
+from container import (Abort, Container, Report, StepFailed, begin, finish, log,
                        prepare_rootfs, run, wait_for)
 
 PORT = 8001
@@ -535,12 +535,7 @@ def main():
         log(f"ABORT: {e}")
         report.failed += 1
     finally:
-        if ct:
-            log(f"teardown: {ct.teardown()}")
-        if args.keep or (ct and ct.alive):
-            log(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        finish(report, ct, work, args.keep)
     skipped = f", {len(report.not_run)} skipped" if report.not_run else ""
     log(f"package suite took {time.monotonic() - started:.0f}s")
     log(f"{report.passed} passed, {report.failed} failed{skipped}")
